@@ -1,0 +1,77 @@
+"""msgpack encoding and validated decoding of jobs and frames."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from contracts.errors import ContractError
+from contracts.frames import Frame
+from contracts.jobs import Job
+
+DEFAULT_MAX_JOB_BYTES = 8 * 1024 * 1024
+
+_encoder = msgspec.msgpack.Encoder()
+_job_decoder = msgspec.msgpack.Decoder(Job)  # type: ignore[arg-type]
+_frame_decoder = msgspec.msgpack.Decoder(Frame)  # type: ignore[arg-type]
+
+_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")
+
+
+def _field_of(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """Split msgspec's message into (dotted field path, reason)."""
+    text = str(exc)
+    path = ""
+    m = _PATH.search(text)
+    if m:
+        path = m.group("path")
+        text = text[: m.start()]
+    missing = _MISSING.search(text)
+    if missing:
+        path = f"{path}.{missing.group('name')}" if path else missing.group("name")
+    return path or "$", text
+
+
+def encode(obj: Any) -> bytes:
+    return _encoder.encode(obj)
+
+
+def decode_job(data: bytes, *, max_bytes: int = DEFAULT_MAX_JOB_BYTES) -> Job:
+    """Decode and validate a job, raising `ContractError` for anything wrong with it."""
+    if len(data) > max_bytes:
+        raise ContractError("$", f"payload of {len(data)} bytes exceeds the {max_bytes}-byte limit")
+    try:
+        job: Job = _job_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        field, reason = _field_of(exc)
+        raise ContractError(field, reason) from None
+    except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
+        raise ContractError("$", f"undecodable message: {type(exc).__name__}") from None
+    return job
+
+
+def decode_frame(data: bytes) -> Frame:
+    try:
+        frame: Frame = _frame_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        field, reason = _field_of(exc)
+        raise ContractError(field, reason) from None
+    except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
+        raise ContractError("$", f"undecodable frame: {type(exc).__name__}") from None
+    return frame
+
+
+def peek_request_id(data: bytes) -> str | None:
+    """Best-effort request id from a message that failed validation."""
+    try:
+        raw = msgspec.msgpack.decode(data)
+    except Exception:  # noqa: BLE001 - garbage in, nothing to peek
+        return None
+    if isinstance(raw, dict):
+        rid = raw.get("request_id")
+        if isinstance(rid, str) and rid:
+            return rid
+    return None

@@ -1,0 +1,108 @@
+"""Reply frames workers publish to the producer's reply queue.
+
+Every frame carries `request_id`, `attempt` (the delivery count of the job) and
+`seq` (0, 1, 2… within one attempt). A stream is `start`, any number of `delta`,
+then exactly one `final` or `error`.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+
+import msgspec
+from msgspec import Struct
+
+from contracts.jobs import Message
+
+
+class FrameBase(Struct, kw_only=True, omit_defaults=True, tag_field="type"):
+    v: int = 1
+    request_id: str
+    attempt: int
+    seq: int
+
+
+class Start(FrameBase, tag="start"):
+    worker: str
+
+
+class ToolCallDelta(Struct, kw_only=True, omit_defaults=True):
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+class Delta(FrameBase, tag="delta"):
+    text: str = ""
+    tool_calls: list[ToolCallDelta] = msgspec.field(default_factory=list)
+
+
+class Usage(Struct, kw_only=True, omit_defaults=True):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+
+class Metrics(Struct, kw_only=True, omit_defaults=True):
+    queue_ms: float | None = None  # publish → worker start
+    ttft_ms: float | None = None  # worker start → first token from provider
+    provider_ms: float = 0.0  # time spent in provider calls, retries included
+    total_ms: float = 0.0  # worker start → final frame
+    retries: int = 0
+    frames: int = 0
+
+
+class Answered(Struct, kw_only=True):
+    """The target that produced the answer (the primary or a fallback)."""
+
+    provider: str
+    model: str
+
+
+class Embeddings(Struct, kw_only=True):
+    """Vectors as packed little-endian float32, `count` rows of `dims`."""
+
+    dims: int
+    count: int
+    data: bytes
+
+    def vectors(self) -> list[list[float]]:
+        flat = array("f")
+        flat.frombytes(self.data)
+        if sys.byteorder == "big":
+            flat.byteswap()
+        d = self.dims
+        return [flat[i * d : (i + 1) * d].tolist() for i in range(self.count)]
+
+
+class RerankItem(Struct, kw_only=True):
+    index: int
+    score: float
+
+
+class VerifyInfo(Struct, kw_only=True):
+    ok: bool
+    detail: str = ""
+
+
+class Final(FrameBase, tag="final"):
+    target: Answered
+    usage: Usage = msgspec.field(default_factory=Usage)
+    metrics: Metrics = msgspec.field(default_factory=Metrics)
+    finish_reason: str | None = None
+    message: Message | None = None
+    embeddings: Embeddings | None = None
+    rerank: list[RerankItem] | None = None
+    verify: VerifyInfo | None = None
+
+
+class Error(FrameBase, tag="error"):
+    code: str
+    message: str
+    retryable: bool = False
+    provider_status: int | None = None
+
+
+Frame = Start | Delta | Final | Error

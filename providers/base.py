@@ -1,0 +1,134 @@
+"""The provider Protocol and the request/result types adapters exchange with workers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from contracts.frames import RerankItem, ToolCallDelta, Usage
+from contracts.jobs import Message, Tool
+from providers.options import ModelOptions
+
+
+class Secret:
+    """Opened credential fields (api_key plus provider-specific ones such as base_url).
+
+    Deliberately not a dataclass: repr/str never reveal values, so a Secret that
+    slips into a log line or exception shows only its field names.
+    """
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: Mapping[str, str]) -> None:
+        self._fields = dict(fields)
+
+    @property
+    def api_key(self) -> str:
+        return self._fields.get("api_key", "")
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._fields.get(name, default)
+
+    def values(self) -> list[str]:
+        """Every secret value, for the log redaction processor."""
+        return [v for v in self._fields.values() if v]
+
+    def __repr__(self) -> str:
+        return f"Secret(fields={sorted(self._fields)})"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    model: str
+    messages: list[Message]
+    tools: list[Tool] = field(default_factory=list)
+    options: ModelOptions = field(default_factory=ModelOptions)
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDelta:
+    delta: ToolCallDelta
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """Last event of a stream: why it stopped and what it cost."""
+
+    finish_reason: str | None
+    usage: Usage
+
+
+StreamEvent = TextDelta | ToolDelta | StreamEnd
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    message: Message
+    finish_reason: str | None
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedRequest:
+    model: str
+    inputs: list[str]
+    input_type: str | None = None
+    dimensions: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedResult:
+    data: bytes  # packed little-endian float32, count rows of dims
+    dims: int
+    count: int
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class RerankRequest:
+    model: str
+    query: str
+    documents: list[str]
+    top_n: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RerankResult:
+    items: list[RerankItem]
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    ok: bool
+    detail: str = ""
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """One adapter per provider API. Adapters raise only `contracts.errors.FleetError`s.
+
+    `stream_chat` yields zero or more Text/Tool deltas and ends with one StreamEnd.
+    Retries are not the adapter's job: the worker wraps calls in the retry policy,
+    and only retries a stream that has not yet yielded anything.
+    """
+
+    name: str
+
+    async def chat(self, req: ChatRequest, secret: Secret) -> ChatResult: ...
+
+    def stream_chat(self, req: ChatRequest, secret: Secret) -> AsyncIterator[StreamEvent]: ...
+
+    async def embed(self, req: EmbedRequest, secret: Secret) -> EmbedResult: ...
+
+    async def rerank(self, req: RerankRequest, secret: Secret) -> RerankResult: ...
+
+    async def verify(self, secret: Secret) -> VerifyResult: ...
