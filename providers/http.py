@@ -1,0 +1,310 @@
+"""Shared HTTP machinery for provider adapters.
+
+One pooled `httpx.AsyncClient` serves every provider; httpx exceptions and HTTP
+error responses are translated into `contracts.errors` at this boundary, so
+nothing above the adapters ever sees an httpx type. Every message built here is
+scrubbed of the credential's values.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from contracts.errors import (
+    BadRequest,
+    ContentFiltered,
+    FleetError,
+    Forbidden,
+    InternalError,
+    NotFound,
+    ProviderTimeout,
+    ProviderUnavailable,
+    QuotaExceeded,
+    RateLimited,
+    Unauthorized,
+)
+from providers.base import Secret
+from providers.retry import retry_after_from_headers
+
+__all__ = [
+    "ErrorInfo",
+    "HttpClientPool",
+    "HttpSettings",
+    "error_from_payload",
+    "error_from_response",
+    "error_info",
+    "parse_error_body",
+    "scrub",
+    "translate_transport_errors",
+]
+
+MAX_MESSAGE_CHARS = 300
+REDACTED = "[redacted]"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """Timeouts (seconds) and pool limits for the shared client.
+
+    httpx applies `read_timeout` to each socket read, so for streams it is also
+    the longest silence allowed between two chunks.
+    """
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    write_timeout: float = 30.0
+    pool_timeout: float = 10.0
+    max_connections: int = 1000
+    max_keepalive: int = 200
+    keepalive_expiry: float = 30.0
+
+    def timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(
+            connect=self.connect_timeout,
+            read=self.read_timeout,
+            write=self.write_timeout,
+            pool=self.pool_timeout,
+        )
+
+    def limits(self) -> httpx.Limits:
+        return httpx.Limits(
+            max_connections=self.max_connections,
+            max_keepalive_connections=self.max_keepalive,
+            keepalive_expiry=self.keepalive_expiry,
+        )
+
+
+class HttpClientPool:
+    """Lazily creates, then shares, one HTTP/1.1 `httpx.AsyncClient`.
+
+    Pass `transport` (e.g. `httpx.MockTransport`) to fake every provider in tests.
+    After `aclose()` the pool refuses new requests with a non-retryable
+    `ProviderUnavailable`, so in-flight jobs during shutdown fail fast.
+    """
+
+    def __init__(
+        self,
+        settings: HttpSettings | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings or HttpSettings()
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._closed = False
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._closed:
+            raise ProviderUnavailable("http client pool is closed", retryable=False)
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self.settings.timeout(),
+                limits=self.settings.limits(),
+                transport=self._transport,
+                http1=True,
+                http2=False,
+                follow_redirects=False,
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def __aenter__(self) -> HttpClientPool:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def scrub(text: str, secret: Secret | None) -> str:
+    """Replace every credential value in `text` with `[redacted]`."""
+    if secret is None:
+        return text
+    # Longest first, so a value containing another is removed whole.
+    for value in sorted(secret.values(), key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+@contextmanager
+def translate_transport_errors(provider: str, *, secret: Secret | None = None) -> Iterator[None]:
+    """Re-raise httpx request errors as `FleetError`s (most specific class first)."""
+    try:
+        yield
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        message = _transport_message(provider, "connect failed", exc, secret)
+        raise ProviderUnavailable(message) from exc
+    except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
+        raise ProviderTimeout(_transport_message(provider, "timed out", exc, secret)) from exc
+    except httpx.UnsupportedProtocol as exc:
+        # A base_url without http(s):// is configuration, not an outage.
+        raise BadRequest(_transport_message(provider, "bad base_url", exc, secret)) from exc
+    except httpx.RequestError as exc:
+        # ReadError, RemoteProtocolError (connection dropped mid-stream), DecodingError...
+        message = _transport_message(provider, "transport error", exc, secret)
+        raise ProviderUnavailable(message) from exc
+    except httpx.InvalidURL as exc:
+        raise BadRequest(_transport_message(provider, "invalid URL", exc, secret)) from exc
+
+
+def _transport_message(provider: str, what: str, exc: Exception, secret: Secret | None) -> str:
+    detail = str(exc) or type(exc).__name__
+    return scrub(f"{provider}: {what}: {type(exc).__name__}: {_truncate(detail)}", secret)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """What an error body says, whatever its shape."""
+
+    message: str
+    code: str | None = None  # OpenAI `error.code` (string codes only)
+    type: str | None = None
+
+
+def parse_error_body(body: bytes) -> ErrorInfo:
+    """Parse an error body: OpenAI-shaped JSON, `{"error":"text"}`, `{"detail":…}`,
+    `{"message":…}`, a list wrapping one of those, or plain text."""
+    try:
+        payload = json.loads(body) if body else None
+    except ValueError:
+        payload = None
+    if payload is None:
+        return ErrorInfo(message=" ".join(body.decode("utf-8", "replace").split()))
+    return error_info(payload)
+
+
+def error_info(payload: Any) -> ErrorInfo:
+    """`ErrorInfo` from an already-decoded JSON error payload."""
+    if isinstance(payload, list) and payload:
+        payload = payload[0]  # Gemini-style `[{"error": {...}}]`
+    if not isinstance(payload, dict):
+        return ErrorInfo(message=_text(payload))
+    error = payload.get("error")
+    if isinstance(error, dict):
+        return _info_from_object(error)
+    if isinstance(error, str):
+        return ErrorInfo(message=error, type=_opt_str(payload.get("error_type")))
+    if "detail" in payload:
+        return ErrorInfo(message=_text(payload["detail"]), type=_opt_str(payload.get("title")))
+    if "message" in payload:
+        return _info_from_object(payload)
+    return ErrorInfo(message=_text(payload))
+
+
+def _info_from_object(obj: Mapping[str, Any]) -> ErrorInfo:
+    return ErrorInfo(
+        message=_text(obj.get("message", "")),
+        code=_opt_str(obj.get("code")),
+        type=_opt_str(obj.get("type")) or _opt_str(obj.get("status")),
+    )
+
+
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _truncate(text: str) -> str:
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    return text[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
+def _should_retry(headers: Mapping[str, str]) -> bool | None:
+    value = headers.get("x-should-retry", "").strip().lower()
+    return {"true": True, "false": False}.get(value)
+
+
+def error_from_response(
+    provider: str, status: int, headers: httpx.Headers, body: bytes, secret: Secret
+) -> FleetError:
+    """The `FleetError` for a non-success HTTP response (providers.md §6/§7)."""
+    return error_from_payload(
+        provider, status, parse_error_body(body), secret, headers=headers, context=f"HTTP {status}"
+    )
+
+
+def error_from_payload(
+    provider: str,
+    status: int,
+    info: ErrorInfo,
+    secret: Secret,
+    *,
+    headers: Mapping[str, str] | None = None,
+    context: str | None = None,
+) -> FleetError:
+    """Build the exception for `status` + parsed error; also used for mid-stream errors."""
+    headers = headers if headers is not None else {}
+    label = info.code or info.type
+    # Scrub before truncating: a cut could leave a key prefix that no longer matches.
+    detail = _truncate(scrub(" ".join(info.message.split()), secret))
+    head = f"{provider}: {context or f'HTTP {status}'}" + (f" {label}" if label else "")
+    message = scrub(f"{head}: {detail}" if detail else head, secret)
+    retryable = _should_retry(headers)
+    return _classify(status, info.code, message, retryable, headers)
+
+
+def _classify(
+    status: int,
+    code: str | None,
+    message: str,
+    retryable: bool | None,
+    headers: Mapping[str, str],
+) -> FleetError:
+    if status in (400, 413, 422):
+        if code == "content_filter":
+            return ContentFiltered(message, provider_status=status, retryable=retryable)
+        return BadRequest(message, provider_status=status, retryable=retryable)
+    if status == 429:
+        if code == "insufficient_quota":
+            # Billing, not throttling: never retried, whatever x-should-retry says.
+            return QuotaExceeded(message, provider_status=status, retryable=False)
+        return RateLimited(
+            message,
+            provider_status=status,
+            retry_after=retry_after_from_headers(headers),
+            retryable=retryable,
+        )
+    if status >= 500 or status == 409:
+        return ProviderUnavailable(
+            message,
+            provider_status=status,
+            retry_after=retry_after_from_headers(headers),
+            retryable=retryable,
+        )
+    cls = _SIMPLE_STATUS.get(status, InternalError)
+    if cls is QuotaExceeded:
+        retryable = False
+    return cls(message, provider_status=status, retryable=retryable)
+
+
+_SIMPLE_STATUS: dict[int, type[FleetError]] = {
+    401: Unauthorized,
+    402: QuotaExceeded,
+    403: Forbidden,
+    404: NotFound,
+    408: ProviderTimeout,
+}

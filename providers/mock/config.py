@@ -1,0 +1,60 @@
+"""Settings of one mock provider process, plus named presets for load tests."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final
+
+DEFAULT_MODELS: Final[tuple[str, ...]] = (
+    "mock-model",
+    "gpt-4o-mini",
+    "gpt-4o",
+    "text-embedding-3-small",
+    "text-embedding-3-large",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MockConfig:
+    """How the mock behaves. Frozen so one value can be shared by forked workers.
+
+    `ttft_ms` delays the first chunk of every answer; `tokens_per_sec` paces the
+    rest (0 = as fast as the socket takes them). An answer is `max_tokens_default`
+    tokens long; a smaller request `max_tokens` cuts it short (finish `length`).
+    `fault_rate` injects `fault_kind` (a spec from `providers.mock.faults`) into
+    that fraction of requests, drawn from an RNG seeded with `seed`.
+    `accept_any_key` lets any non-empty bearer key in (a missing one is still a 401).
+    `ttft_ms` and the token time also delay non-streaming answers and embeddings.
+    `stamp_tokens` replaces each token with `" t<time.time_ns()>"` taken as it is
+    written, so a benchmark can measure delivery delay per token.
+    """
+
+    api_keys: frozenset[str] = frozenset({"mock-key"})
+    accept_any_key: bool = False
+    ttft_ms: float = 0.0
+    tokens_per_sec: float = 0.0
+    max_tokens_default: int = 64
+    embed_dims: int = 1536
+    fault_rate: float = 0.0
+    fault_kind: str = "500"
+    seed: int = 0
+    stamp_tokens: bool = False
+    models: tuple[str, ...] = DEFAULT_MODELS
+
+    def __post_init__(self) -> None:
+        if self.ttft_ms < 0 or self.tokens_per_sec < 0:
+            raise ValueError("ttft_ms and tokens_per_sec must be >= 0")
+        if self.max_tokens_default < 1 or self.embed_dims < 1:
+            raise ValueError("max_tokens_default and embed_dims must be >= 1")
+        if not 0.0 <= self.fault_rate <= 1.0:
+            raise ValueError("fault_rate must be within [0, 1]")
+
+
+PROFILES: Final[Mapping[str, MockConfig]] = MappingProxyType(
+    {
+        "instant": MockConfig(),
+        "realistic": MockConfig(ttft_ms=300.0, tokens_per_sec=50.0, max_tokens_default=200),
+    }
+)

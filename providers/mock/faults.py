@@ -1,0 +1,340 @@
+"""Fault injection for the mock provider: spec grammar, OpenAI error shapes, admin API.
+
+A request gets at most one fault, taken from the first source that has one:
+
+1. the request header ``x-mock-fault: <spec>``;
+2. the admin queue: ``POST /_mock/faults`` with ``{"spec": "<spec>", "times": N,
+   "model": "<model>" | null}`` applies the fault to the next N requests whose body
+   ``model`` equals ``model`` (any request when null, so tests using distinct model
+   names never steal each other's faults); ``DELETE /_mock/faults`` clears the
+   queue and ``GET /_mock/stats`` returns counters as JSON;
+3. ``MockConfig.fault_rate``: that fraction of requests, drawn from an RNG seeded
+   with ``MockConfig.seed``, gets ``MockConfig.fault_kind``.
+
+Spec grammar::
+
+    spec        := error | "quota" | stall | stall-after | drop-after
+    error       := "400" | "401" | "403" | "404" | "500" | "502" | "503" | "504"
+                 | "429" [":" option ("," option)*]
+    option      := "retry-after=" SECONDS | "retry-after-ms=" MILLISECONDS
+    stall       := "stall:" SECONDS          headers sent, then silence before the
+                                             first chunk, then a normal answer
+    stall-after := "stall-after:" N ":" SECONDS   silence after N content tokens
+    drop-after  := "drop-after:" N           TCP connection aborted after N content
+                                             tokens: no finish chunk, no [DONE]
+
+``quota`` is a 429 with ``code: "insufficient_quota"`` (not retryable). Error
+faults answer with OpenAI's body ``{"error":{"message","type","param","code"}}``.
+On non-streaming endpoints a stall delays the whole response and ``drop-after``
+aborts the connection before any response bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from aiohttp import web
+
+FAULT_HEADER: Final = "x-mock-fault"
+
+
+class FaultSpecError(ValueError):
+    """A fault spec that does not follow the grammar in this module's docstring."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorFault:
+    """Answer with an HTTP error instead of the real response."""
+
+    status: int
+    quota: bool = False
+    retry_after: str | None = None
+    retry_after_ms: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StallFault:
+    """Go silent for `seconds` once `after` content tokens are out (0 = before any chunk)."""
+
+    seconds: float
+    after: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DropFault:
+    """Abort the connection once `after` content tokens are out."""
+
+    after: int
+
+
+Fault = ErrorFault | StallFault | DropFault
+
+
+class OpenAIError(Exception):
+    """An error that leaves the mock in OpenAI's exact error body shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str,
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.code = code
+        self.param = param
+        self.headers = dict(headers or {})
+
+    def response(self) -> web.Response:
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        body = json.dumps({"error": error}, separators=(",", ":")).encode()
+        return web.Response(
+            status=self.status, body=body, content_type="application/json", headers=self.headers
+        )
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> OpenAIError:
+    return OpenAIError(400, message, "invalid_request_error", code, param)
+
+
+def mask_key(key: str) -> str:
+    """What a 401 may show of a presented key: never more than its last 4 characters."""
+    # Short keys would be mostly revealed by their tail, so they get no tail at all.
+    return "****" + key[-4:] if len(key) >= 12 else "****"
+
+
+def invalid_key_error(presented: str | None) -> OpenAIError:
+    if not presented:
+        message = (
+            "You didn't provide an API key. You need to provide your API key in an "
+            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+        )
+    else:
+        message = f"Incorrect API key provided: {mask_key(presented)}."
+    return OpenAIError(401, message, "invalid_request_error", "invalid_api_key")
+
+
+_CLIENT_ERRORS: Final = frozenset({400, 401, 403, 404})
+
+_SERVER_ERRORS: Final[Mapping[int, str]] = {
+    500: "The server had an error while processing your request. Sorry about that!",
+    502: "Bad gateway.",
+    503: "The engine is currently overloaded, please try again later.",
+    504: "Gateway timeout.",
+}
+
+
+def fault_error(fault: ErrorFault, model: str | None) -> OpenAIError:
+    status = fault.status
+    if fault.quota:
+        return OpenAIError(
+            429,
+            "You exceeded your current quota, please check your plan and billing details.",
+            "insufficient_quota",
+            "insufficient_quota",
+        )
+    if status == 429:
+        headers = {}
+        if fault.retry_after is not None:
+            headers["retry-after"] = fault.retry_after
+        if fault.retry_after_ms is not None:
+            headers["retry-after-ms"] = fault.retry_after_ms
+        message = f"Rate limit reached for {model or 'requests'} (mock). Please try again later."
+        return OpenAIError(429, message, "requests", "rate_limit_exceeded", headers=headers)
+    if status == 401:
+        return OpenAIError(
+            401,
+            "Incorrect API key provided (mock fault).",
+            "invalid_request_error",
+            "invalid_api_key",
+        )
+    if status == 403:
+        return OpenAIError(
+            403,
+            "Country, region, or territory not supported.",
+            "request_forbidden",
+            "unsupported_country_region_territory",
+        )
+    if status == 404:
+        message = f"The model `{model}` does not exist or you do not have access to it."
+        return OpenAIError(404, message, "invalid_request_error", "model_not_found")
+    if status == 400:
+        return bad_request("Invalid request (mock fault).")
+    return OpenAIError(status, _SERVER_ERRORS[status], "server_error")
+
+
+def _seconds(text: str, spec: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise FaultSpecError(f"bad number of seconds in fault spec {spec!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise FaultSpecError(f"seconds must be finite and >= 0 in fault spec {spec!r}")
+    return value
+
+
+def _count(text: str, spec: str) -> int:
+    if not text.isdigit():
+        raise FaultSpecError(f"bad token count in fault spec {spec!r}")
+    return int(text)
+
+
+def _rate_limit(options: str, spec: str) -> ErrorFault:
+    retry_after: str | None = None
+    retry_after_ms: str | None = None
+    for option in filter(None, options.split(",")):
+        name, _, value = option.partition("=")
+        _seconds(value, spec)  # validates; the header keeps the caller's spelling
+        if name == "retry-after":
+            retry_after = value
+        elif name == "retry-after-ms":
+            retry_after_ms = value
+        else:
+            raise FaultSpecError(f"unknown 429 option {name!r} in fault spec {spec!r}")
+    return ErrorFault(429, retry_after=retry_after, retry_after_ms=retry_after_ms)
+
+
+def parse_fault(spec: str) -> Fault:
+    """Parse one spec of the grammar above; raises `FaultSpecError` otherwise."""
+    head, _, rest = spec.strip().partition(":")
+    if head == "429":
+        return _rate_limit(rest, spec)
+    if head == "quota" and not rest:
+        return ErrorFault(429, quota=True)
+    if head.isdigit() and not rest and (int(head) in _SERVER_ERRORS or int(head) in _CLIENT_ERRORS):
+        return ErrorFault(int(head))
+    if head == "stall":
+        return StallFault(_seconds(rest, spec))
+    if head == "stall-after":
+        count, _, seconds = rest.partition(":")
+        return StallFault(_seconds(seconds, spec), after=_count(count, spec))
+    if head == "drop-after":
+        return DropFault(_count(rest, spec))
+    raise FaultSpecError(f"unknown fault spec {spec!r}")
+
+
+def fault_label(fault: Fault) -> str:
+    if isinstance(fault, ErrorFault):
+        return "quota" if fault.quota else str(fault.status)
+    if isinstance(fault, DropFault):
+        return "drop-after"
+    return "stall-after" if fault.after else "stall"
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters behind `GET /_mock/stats` (per process)."""
+
+    requests: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    streams_started: int = 0
+    streams_completed: int = 0
+    streams_dropped: int = 0
+    streams_abandoned: int = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "requests": dict(self.requests),
+            "faults_injected": sum(self.faults.values()),
+            "faults_by_kind": dict(self.faults),
+            "streams_started": self.streams_started,
+            "streams_completed": self.streams_completed,
+            "streams_dropped": self.streams_dropped,
+            "streams_abandoned": self.streams_abandoned,
+        }
+
+
+@dataclass(slots=True)
+class _Queued:
+    fault: Fault
+    remaining: int
+    model: str | None
+
+
+class FaultBook:
+    """Chooses the fault, if any, for each request (see the module docstring)."""
+
+    def __init__(self, rate: float, kind: str, seed: int, stats: Stats) -> None:
+        self._rate = rate
+        self._random_fault = parse_fault(kind)
+        self._rng = random.Random(seed)
+        self._queue: list[_Queued] = []
+        self._stats = stats
+
+    def queue(self, fault: Fault, times: int, model: str | None) -> None:
+        self._queue.append(_Queued(fault, times, model))
+
+    def clear(self) -> int:
+        cleared = len(self._queue)
+        self._queue.clear()
+        return cleared
+
+    @property
+    def pending(self) -> list[dict[str, Any]]:
+        return [
+            {"kind": fault_label(q.fault), "remaining": q.remaining, "model": q.model}
+            for q in self._queue
+        ]
+
+    def pick(self, header: str | None, model: str | None) -> Fault | None:
+        """The fault for one request; raises `FaultSpecError` for a bad header spec."""
+        fault = parse_fault(header) if header else self._take_queued(model)
+        # Draw on every request so the random sequence does not depend on the others.
+        if self._rate and self._rng.random() < self._rate and fault is None:
+            fault = self._random_fault
+        if fault is not None:
+            self._stats.faults[fault_label(fault)] += 1
+        return fault
+
+    def _take_queued(self, model: str | None) -> Fault | None:
+        for entry in self._queue:
+            if entry.model is None or entry.model == model:
+                entry.remaining -= 1
+                if entry.remaining <= 0:
+                    self._queue.remove(entry)
+                return entry.fault
+        return None
+
+
+def add_admin_routes(app: web.Application, book: FaultBook, stats: Stats) -> None:
+    """Mount `/_mock/faults` and `/_mock/stats` (unauthenticated: a test-only surface)."""
+
+    async def queue_fault(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise bad_request("Body must be JSON.") from None
+        if not isinstance(body, dict) or not isinstance(body.get("spec"), str):
+            raise bad_request("'spec' (a fault spec string) is required.", "spec")
+        times, model = body.get("times", 1), body.get("model")
+        if not isinstance(times, int) or isinstance(times, bool) or times < 1:
+            raise bad_request("'times' must be an integer >= 1.", "times")
+        if model is not None and not isinstance(model, str):
+            raise bad_request("'model' must be a string or null.", "model")
+        try:
+            fault = parse_fault(body["spec"])
+        except FaultSpecError as exc:
+            raise bad_request(str(exc), "spec") from None
+        book.queue(fault, times, model)
+        return web.json_response({"queued": book.pending}, status=201)
+
+    async def clear_faults(request: web.Request) -> web.Response:
+        return web.json_response({"cleared": book.clear()})
+
+    async def get_stats(request: web.Request) -> web.Response:
+        return web.json_response({**stats.snapshot(), "queued_faults": book.pending})
+
+    app.router.add_post("/_mock/faults", queue_fault)
+    app.router.add_delete("/_mock/faults", clear_faults)
+    app.router.add_get("/_mock/stats", get_stats)

@@ -1,0 +1,96 @@
+"""Fixtures: real RabbitMQ and PostgreSQL, worker processes, the mock provider.
+
+Services come from AMQP_URL / DATABASE_URL (default: the local servers). When
+those are unreachable and a Docker engine is, testcontainers starts them. When
+neither works the run fails loudly: integration tests are never skipped.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import urllib.parse
+from collections.abc import Iterator
+
+import pytest
+
+DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/postgres"
+TEST_VHOST = "llm-fleet-test"
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 2).close()
+    except OSError:
+        return False
+    return True
+
+
+def _docker_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
+
+
+def _isolated_vhost(url: str) -> str:
+    """Use a throwaway vhost on a local broker so tests never touch real queues."""
+    parts = urllib.parse.urlsplit(url)
+    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if not local or shutil.which("rabbitmqctl") is None or os.environ.get("AMQP_URL"):
+        return url
+    run = ["rabbitmqctl", "-q"]
+    subprocess.run([*run, "delete_vhost", TEST_VHOST], capture_output=True, check=False)
+    subprocess.run([*run, "add_vhost", TEST_VHOST], capture_output=True, check=True)
+    subprocess.run(
+        [*run, "set_permissions", "-p", TEST_VHOST, parts.username or "guest", ".*", ".*", ".*"],
+        capture_output=True, check=True,
+    )
+    return urllib.parse.urlunsplit(parts._replace(path="/" + TEST_VHOST))
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    url = os.environ.get("AMQP_URL", DEFAULT_AMQP)
+    if _reachable(url, 5672):
+        yield _isolated_vhost(url)
+        return
+    if not _docker_available():
+        pytest.fail(f"RabbitMQ is not reachable at {url} and no Docker engine can start one")
+    from testcontainers.rabbitmq import RabbitMqContainer
+
+    with RabbitMqContainer("rabbitmq:3.13-management") as rabbit:
+        host, port = rabbit.get_container_host_ip(), rabbit.get_exposed_port(rabbit.port)
+        yield f"amqp://guest:guest@{host}:{port}/"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    url = os.environ.get("DATABASE_URL", DEFAULT_DB)
+    if _reachable(url, 5432):
+        yield url
+        return
+    if not _docker_available():
+        pytest.fail(f"PostgreSQL is not reachable at {url} and no Docker engine can start one")
+    from testcontainers.postgres import PostgresContainer
+
+    with PostgresContainer("postgres:15", driver=None) as pg:
+        yield pg.get_connection_url()
+
+
+@pytest.fixture(scope="session")
+def crypto_key() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+@pytest.fixture
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

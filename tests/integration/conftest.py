@@ -1,0 +1,181 @@
+"""Integration fixtures: worker processes against real RabbitMQ, the mock provider in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from contracts import topology as t
+from contracts.amqp import declare_topology
+from contracts.client import FleetClient
+from contracts.jobs import Credential, Target
+from providers.mock.config import MockConfig
+from providers.mock.server import RunningMock, start_mock
+from workers.crypto import Keyring, seal
+
+MOCK_KEY = "sk-test-mock-key-0001"
+CANARY_KEY = "sk-canary-7f3a9c1e5b2d4680aa11"
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+async def mock() -> AsyncIterator[RunningMock]:
+    config = MockConfig(api_keys=frozenset({MOCK_KEY, CANARY_KEY}), max_tokens_default=24, embed_dims=64)
+    running = await start_mock(config, "127.0.0.1", 0)
+    yield running
+    await running.close()
+
+
+@pytest.fixture(scope="session")
+def keyring(crypto_key: str) -> Keyring:
+    return Keyring.from_env({"INTEGRATION_CRYPTO_KEY": crypto_key})
+
+
+def sealed_target(keyring: Keyring, *, model: str = "mock-chat", key: str = MOCK_KEY,
+                  provider: str = "mock") -> Target:
+    return Target(
+        provider=provider, model=model,
+        credential=Credential(sealed=seal(keyring, provider, {"api_key": key})),
+    )
+
+
+@pytest.fixture
+def target(keyring: Keyring) -> Target:
+    return sealed_target(keyring)
+
+
+@dataclass
+class WorkerProc:
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    async def wait(self, timeout: float = 60.0) -> int:
+        give_up = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > give_up:
+                raise TimeoutError(f"worker {self.pid} did not exit within {timeout}s")
+            await asyncio.sleep(0.05)
+        return self.proc.returncode
+
+
+SpawnWorker = Callable[..., Awaitable[WorkerProc]]
+_counter = itertools.count(1)
+
+
+@pytest.fixture
+async def spawn_worker(
+    amqp_url: str, crypto_key: str, mock: RunningMock, tmp_path: Path
+) -> AsyncIterator[SpawnWorker]:
+    procs: list[WorkerProc] = []
+
+    async def start(
+        *, concurrency: int = 32, queues: str = "llm.chat,llm.embed,llm.batch", grace: float = 30.0,
+        env: dict[str, str] | None = None,
+    ) -> WorkerProc:
+        n = next(_counter)
+        log = tmp_path / f"worker-{n}.log"
+        full_env = {
+            **os.environ,
+            "AMQP_URL": amqp_url,
+            "INTEGRATION_CRYPTO_KEY": crypto_key,
+            "FLEET_PROVIDER_URLS": f"mock={mock.base_url},openai={mock.base_url}",
+            "FLEET_HEALTH_PORT": "0",
+            "FLEET_COALESCE_MS": "10",
+            "FLEET_LOG_LEVEL": "DEBUG",
+            "FLEET_WORKER_ID": f"test-worker-{n}",
+            "PYTHONPATH": str(ROOT),
+            **(env or {}),
+        }
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "workers.cli", "worker", "--queues", queues,
+                 "--concurrency", str(concurrency), "--grace", str(grace)],
+                env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            )
+        worker = WorkerProc(proc, log)
+        procs.append(worker)
+        give_up = time.monotonic() + 30
+        while '"worker_ready"' not in worker.logs():
+            if proc.poll() is not None or time.monotonic() > give_up:
+                raise RuntimeError(f"worker did not start:\n{worker.logs()}")
+            await asyncio.sleep(0.05)
+        return worker
+
+    yield start
+    for w in procs:
+        if w.proc.poll() is None:
+            w.proc.send_signal(signal.SIGKILL)
+            w.proc.wait(10)
+
+
+@pytest.fixture(autouse=True)
+async def clean_queues(amqp_url: str) -> AsyncIterator[None]:
+    """Every integration test starts with empty fleet queues."""
+    conn = await aio_pika.connect(amqp_url)
+    try:
+        channel = await conn.channel()
+        queues = await declare_topology(channel)
+        for q in queues.values():
+            await q.purge()
+    finally:
+        await conn.close()
+    yield
+
+
+@pytest.fixture
+async def client(amqp_url: str) -> AsyncIterator[FleetClient]:
+    async with FleetClient(amqp_url, default_timeout=60) as c:
+        yield c
+
+
+async def drain_queue(amqp_url: str, name: str, wait: float = 0.0) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Read (and ack) everything currently in a queue."""
+    if wait:
+        await asyncio.sleep(wait)
+    conn = await aio_pika.connect(amqp_url)
+    out = []
+    try:
+        channel = await conn.channel()
+        queue = await channel.get_queue(name)
+        while (msg := await queue.get(fail=False)) is not None:
+            await msg.ack()
+            out.append(msg)
+    finally:
+        await conn.close()
+    return out
+
+
+@pytest.fixture
+def dead_letters(amqp_url: str) -> Callable[..., Awaitable[list[aio_pika.abc.AbstractIncomingMessage]]]:
+    async def read(wait: float = 0.3) -> list[aio_pika.abc.AbstractIncomingMessage]:
+        return await drain_queue(amqp_url, t.DEAD_QUEUE, wait)
+
+    return read
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_stray_env() -> Iterator[None]:
+    yield

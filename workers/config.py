@@ -1,0 +1,107 @@
+"""The worker's settings, built once at start-up from the environment and passed down."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from contracts.codec import DEFAULT_MAX_JOB_BYTES
+from contracts.topology import DEFAULT_DELIVERY_LIMIT, QUEUE_CHAT, QUEUE_EMBED
+from providers.http import HttpSettings
+from providers.retry import RetryPolicy
+from workers.logs import LogFormat
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/llm_fleet"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; raised at start-up, never mid-job."""
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        return float(env[name]) if name in env else default
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {env[name]!r}") from None
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        return int(env[name]) if name in env else default
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {env[name]!r}") from None
+
+
+def parse_pairs(text: str, what: str) -> dict[str, str]:
+    """`a=x,b=y` → {"a": "x", "b": "y"}."""
+    out: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        k, sep, v = item.partition("=")
+        if not sep or not k or not v:
+            raise ConfigError(f"{what} entries must look like name=value, got {item!r}")
+        out[k.strip()] = v.strip()
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class CoalesceSettings:
+    """Deltas are batched so the AMQP message rate does not follow the token rate.
+
+    The first delta of a burst goes out at once (time to first token matters most);
+    later ones wait up to `interval` seconds or until `max_chars` have piled up.
+    """
+
+    interval: float = 0.025
+    max_chars: int = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    amqp_url: str = DEFAULT_AMQP_URL
+    database_url: str = DEFAULT_DATABASE_URL
+    queues: tuple[str, ...] = (QUEUE_CHAT, QUEUE_EMBED)
+    concurrency: int = 64
+    delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+    grace_period: float = 30.0
+    max_job_bytes: int = DEFAULT_MAX_JOB_BYTES
+    health_port: int = 9004
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    provider_urls: Mapping[str, str] = field(default_factory=dict)
+    coalesce: CoalesceSettings = field(default_factory=CoalesceSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    reconnect_delay: float = 1.0
+    log_format: LogFormat = "json"
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read FLEET_* / AMQP_URL / DATABASE_URL; keyword overrides (from CLI flags) win."""
+        env = os.environ if env is None else env
+        base = cls(
+            amqp_url=env.get("AMQP_URL", DEFAULT_AMQP_URL),
+            database_url=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
+            concurrency=_int(env, "FLEET_CONCURRENCY", 64),
+            delivery_limit=_int(env, "FLEET_DELIVERY_LIMIT", DEFAULT_DELIVERY_LIMIT),
+            grace_period=_float(env, "FLEET_GRACE_SECONDS", 30.0),
+            max_job_bytes=_int(env, "FLEET_MAX_JOB_BYTES", DEFAULT_MAX_JOB_BYTES),
+            health_port=_int(env, "FLEET_HEALTH_PORT", 9004),
+            provider_urls=parse_pairs(env.get("FLEET_PROVIDER_URLS", ""), "FLEET_PROVIDER_URLS"),
+            coalesce=CoalesceSettings(
+                interval=_float(env, "FLEET_COALESCE_MS", 25.0) / 1000.0,
+                max_chars=_int(env, "FLEET_COALESCE_CHARS", 2048),
+            ),
+            log_level=env.get("FLEET_LOG_LEVEL", "INFO"),
+        )
+        if "FLEET_QUEUES" in env:
+            base = replace(base, queues=tuple(q for q in env["FLEET_QUEUES"].split(",") if q))
+        if "FLEET_WORKER_ID" in env:
+            base = replace(base, worker_id=env["FLEET_WORKER_ID"])
+        settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        if settings.concurrency < 1:
+            raise ConfigError("concurrency must be at least 1")
+        return settings

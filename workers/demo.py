@@ -1,0 +1,143 @@
+"""`llm-fleet demo`: a mock provider, a small worker fleet, a streamed answer and a backfill."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+from tqdm import tqdm
+
+from contracts.client import FleetClient, Restart
+from contracts.frames import Delta, Final
+from contracts.jobs import Credential, Message, Target
+from workers.config import DEFAULT_AMQP_URL
+from workers.crypto import Keyring, seal
+
+MOCK_KEY = "mock-demo-key"
+EMBED_BATCH = 20
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def wait_http(url: str, timeout: float = 30.0) -> None:
+    give_up = time.monotonic() + timeout
+    async with httpx.AsyncClient() as http:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(url, headers={"Authorization": f"Bearer {MOCK_KEY}"})).status_code == 200:
+                    return
+            if time.monotonic() > give_up:
+                raise TimeoutError(f"{url} did not become ready within {timeout:.0f}s")
+            await asyncio.sleep(0.1)
+
+
+async def spawn(args: list[str], env: Mapping[str, str], log: Path) -> asyncio.subprocess.Process:
+    out = log.open("ab")
+    try:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "workers.cli", *args, env=dict(env), stdout=out, stderr=out,
+        )
+    finally:
+        out.close()
+
+
+async def stop(procs: list[asyncio.subprocess.Process], timeout: float = 15.0) -> None:
+    for p in procs:
+        if p.returncode is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            await asyncio.wait_for(p.wait(), timeout)
+        except TimeoutError:
+            p.kill()
+            await p.wait()
+
+
+async def run_demo(*, n_workers: int, n_texts: int, prompt: str) -> int:
+    env = dict(os.environ)
+    env.setdefault("INTEGRATION_CRYPTO_KEY", base64.b64encode(os.urandom(32)).decode())
+    amqp_url = env.setdefault("AMQP_URL", DEFAULT_AMQP_URL)
+    keyring = Keyring.from_env(env)
+    mock_port = free_port()
+    env["FLEET_PROVIDER_URLS"] = f"mock=http://127.0.0.1:{mock_port}/v1"
+    logdir = Path(tempfile.mkdtemp(prefix="llm-fleet-demo-"))
+    log = logdir / "fleet.log"
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        print(f"▶ starting the mock provider on :{mock_port} and {n_workers} workers (logs: {log})")
+        procs.append(await spawn(
+            ["mock-provider", "--port", str(mock_port), "--api-key", MOCK_KEY, "--ttft-ms", "250",
+             "--tokens-per-sec", "40", "--tokens", "90", "--embed-dims", "256"], env, log,
+        ))
+        health = []
+        for i in range(n_workers):
+            port = free_port()
+            health.append(f"http://127.0.0.1:{port}/readiness/")
+            wenv = {**env, "FLEET_HEALTH_PORT": str(port), "FLEET_WORKER_ID": f"demo-worker-{i + 1}"}
+            procs.append(await spawn(["worker", "--queues", "llm.chat,llm.embed,llm.batch", "--concurrency", "16"], wenv, log))
+        await wait_http(f"http://127.0.0.1:{mock_port}/v1/models")
+        await asyncio.gather(*(wait_http(url) for url in health))
+        target = Target(
+            provider="mock", model="mock-chat-1",
+            credential=Credential(sealed=seal(keyring, "mock", {"api_key": MOCK_KEY})),
+        )
+        async with FleetClient(amqp_url, name="llm-fleet demo") as client:
+            await chat_demo(client, target, prompt)
+            embed_target = Target(provider="mock", model="mock-embed-1", credential=target.credential)
+            await backfill_demo(client, embed_target, n_texts)
+        print(f"\n✔ demo finished; stopping the fleet (logs kept in {log})")
+        return 0
+    finally:
+        await stop(procs)
+
+
+async def chat_demo(client: FleetClient, target: Target, prompt: str) -> None:
+    print(f"\n▶ user: {prompt}\n◀ assistant:", end="", flush=True)
+    async for event in client.stream_chat(target, [Message(role="user", content=prompt)]):
+        if isinstance(event, Restart):
+            print(f"\n  [worker lost; attempt {event.attempt} restarts the answer]\n", end="")
+        elif isinstance(event, Delta):
+            print(event.text, end="", flush=True)
+        elif isinstance(event, Final):
+            m, u = event.metrics, event.usage
+            ttft = f"{m.ttft_ms:.0f} ms" if m.ttft_ms is not None else "n/a"
+            print(
+                f"\n\n  usage: {u.input_tokens} in / {u.output_tokens} out tokens"
+                f"\n  metrics: time to first token {ttft}, total {m.total_ms:.0f} ms, "
+                f"queue {m.queue_ms or 0:.1f} ms, attempt {event.attempt}, retries {m.retries}, "
+                f"frames {m.frames}, answered by {event.target.provider}/{event.target.model}"
+            )
+
+
+async def backfill_demo(client: FleetClient, target: Target, n_texts: int) -> None:
+    texts = [f"document {i}: the quick brown fox number {i} jumps" for i in range(n_texts)]
+    batches = [texts[i : i + EMBED_BATCH] for i in range(0, len(texts), EMBED_BATCH)]
+    print(f"\n▶ embedding backfill: {n_texts} texts in {len(batches)} jobs")
+    started = time.monotonic()
+    dims = 0
+    with tqdm(total=n_texts, unit="text", file=sys.stdout) as bar:
+        async def one(batch: list[str]) -> None:
+            nonlocal dims
+            final = await client.embed(target, batch, batch=True)
+            assert final.embeddings is not None and final.embeddings.count == len(batch)
+            dims = final.embeddings.dims
+            bar.update(len(batch))
+
+        await asyncio.gather(*(one(b) for b in batches))
+    took = time.monotonic() - started
+    print(f"  {n_texts} vectors of {dims} dims in {took:.2f}s ({n_texts / took:.0f} vectors/s)")

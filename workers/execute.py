@@ -1,0 +1,254 @@
+"""Run one decoded job against its target (and fallbacks) and build the final frame fields."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from contracts.errors import (
+    BadRequest,
+    Cancelled,
+    ContractError,
+    Expired,
+    FleetError,
+)
+from contracts.frames import Answered, Embeddings, Metrics, RerankItem, VerifyInfo
+from contracts.jobs import ChatJob, EmbedJob, Job, Message, RerankJob, Target, ToolCall, VerifyJob
+from providers.base import (
+    ChatRequest,
+    EmbedRequest,
+    Provider,
+    RerankRequest,
+    Secret,
+    StreamEnd,
+    TextDelta,
+    ToolDelta,
+)
+from providers.options import ModelOptions
+from providers.registry import ProviderRegistry
+from providers.retry import RetryPolicy, call_with_retry, stream_with_retry
+from workers.credentials import CredentialResolver
+from workers.logs import LIVE_SECRETS
+from workers.reply import ReplyStream
+
+log = structlog.get_logger("llm_fleet.job")
+
+
+class InputRejected(Exception):
+    """The job can never succeed as written (unknown provider, unusable credential…).
+
+    Such jobs are answered with an error frame *and* dead-lettered for operators.
+    """
+
+    def __init__(self, error: FleetError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+# Errors that say nothing about other targets; trying a fallback would not help.
+_NO_FALLBACK = (ContractError, Cancelled, Expired)
+
+
+@dataclass(slots=True)
+class RunState:
+    """Per-attempt bookkeeping that ends up in the final frame's metrics."""
+
+    started: float = field(default_factory=time.monotonic)
+    deadline: float | None = None  # time.monotonic() value
+    retries: int = 0
+    provider_time: float = 0.0
+    first_token: float | None = None
+
+    def on_retry(self, exc: FleetError, wait: float) -> None:
+        self.retries += 1
+        log.warning("provider_retry", code=exc.code.value, wait_s=round(wait, 3), error=exc.message)
+
+    def metrics(self, frames: int, queue_ms: float | None) -> Metrics:
+        now = time.monotonic()
+        return Metrics(
+            queue_ms=queue_ms,
+            ttft_ms=None if self.first_token is None else (self.first_token - self.started) * 1000,
+            provider_ms=self.provider_time * 1000,
+            total_ms=(now - self.started) * 1000,
+            retries=self.retries,
+            frames=frames,
+        )
+
+
+class _ToolAssembler:
+    """Concatenate streamed tool-call fragments by index (parallel calls interleave)."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, list[str]] = {}
+        self._meta: dict[int, dict[str, str]] = {}
+
+    def add(self, index: int, id_: str | None, name: str | None, arguments: str) -> None:
+        meta = self._meta.setdefault(index, {"id": "", "name": ""})
+        if id_:
+            meta["id"] = id_
+        if name:
+            meta["name"] = name
+        self._calls.setdefault(index, []).append(arguments)
+
+    def calls(self) -> list[ToolCall] | None:
+        if not self._calls:
+            return None
+        return [
+            ToolCall(id=self._meta[i]["id"], name=self._meta[i]["name"], arguments="".join(parts))
+            for i, parts in sorted(self._calls.items())
+        ]
+
+
+Handler = Callable[[Any, Target, Provider, Secret, ReplyStream, RunState, RetryPolicy], Awaitable[dict[str, Any]]]
+
+
+async def _chat(
+    job: ChatJob, target: Target, provider: Provider, secret: Secret,
+    stream: ReplyStream, state: RunState, policy: RetryPolicy,
+) -> dict[str, Any]:
+    req = ChatRequest(
+        model=target.model, messages=job.messages, tools=job.tools,
+        options=ModelOptions.from_mapping(job.options),
+    )
+    t0 = time.monotonic()
+    try:
+        if not job.stream:
+            res = await call_with_retry(
+                policy, lambda: provider.chat(req, secret), deadline=state.deadline, on_retry=state.on_retry
+            )
+            return {"message": res.message, "finish_reason": res.finish_reason, "usage": res.usage}
+        parts: list[str] = []
+        tools = _ToolAssembler()
+        end: StreamEnd | None = None
+        events = stream_with_retry(
+            policy, lambda: provider.stream_chat(req, secret), deadline=state.deadline, on_retry=state.on_retry
+        )
+        async for ev in events:
+            # Exact type checks: this loop runs once per token.
+            if type(ev) is TextDelta:
+                if state.first_token is None:
+                    state.first_token = time.monotonic()
+                parts.append(ev.text)
+                stream.text(ev.text)
+            elif type(ev) is ToolDelta:
+                if state.first_token is None:
+                    state.first_token = time.monotonic()
+                d = ev.delta
+                tools.add(d.index, d.id, d.name, d.arguments)
+                stream.tool(d)
+            elif type(ev) is StreamEnd:
+                end = ev
+        message = Message(role="assistant", content="".join(parts) or None, tool_calls=tools.calls())
+        return {
+            "message": message,
+            "finish_reason": end.finish_reason if end else None,
+            **({"usage": end.usage} if end else {}),
+        }
+    finally:
+        state.provider_time += time.monotonic() - t0
+
+
+async def _embed(
+    job: EmbedJob, target: Target, provider: Provider, secret: Secret,
+    stream: ReplyStream, state: RunState, policy: RetryPolicy,
+) -> dict[str, Any]:
+    req = EmbedRequest(
+        model=target.model, inputs=job.inputs, input_type=job.input_type, dimensions=job.dimensions
+    )
+    t0 = time.monotonic()
+    try:
+        res = await call_with_retry(
+            policy, lambda: provider.embed(req, secret), deadline=state.deadline, on_retry=state.on_retry
+        )
+    finally:
+        state.provider_time += time.monotonic() - t0
+    return {
+        "embeddings": Embeddings(dims=res.dims, count=res.count, data=res.data),
+        "usage": res.usage,
+    }
+
+
+async def _rerank(
+    job: RerankJob, target: Target, provider: Provider, secret: Secret,
+    stream: ReplyStream, state: RunState, policy: RetryPolicy,
+) -> dict[str, Any]:
+    req = RerankRequest(model=target.model, query=job.query, documents=job.documents, top_n=job.top_n)
+    t0 = time.monotonic()
+    try:
+        res = await call_with_retry(
+            policy, lambda: provider.rerank(req, secret), deadline=state.deadline, on_retry=state.on_retry
+        )
+    finally:
+        state.provider_time += time.monotonic() - t0
+    items: list[RerankItem] = res.items
+    return {"rerank": items, "usage": res.usage}
+
+
+async def _verify(
+    job: VerifyJob, target: Target, provider: Provider, secret: Secret,
+    stream: ReplyStream, state: RunState, policy: RetryPolicy,
+) -> dict[str, Any]:
+    t0 = time.monotonic()
+    try:
+        res = await call_with_retry(
+            policy, lambda: provider.verify(secret), deadline=state.deadline, on_retry=state.on_retry
+        )
+    finally:
+        state.provider_time += time.monotonic() - t0
+    return {"verify": VerifyInfo(ok=res.ok, detail=res.detail)}
+
+
+HANDLERS: dict[type[Any], Handler] = {
+    ChatJob: _chat,
+    EmbedJob: _embed,
+    RerankJob: _rerank,
+    VerifyJob: _verify,
+}
+
+
+class Executor:
+    """Resolves provider and credential per target and walks the fallback list."""
+
+    def __init__(
+        self, registry: ProviderRegistry, credentials: CredentialResolver, retry: RetryPolicy
+    ) -> None:
+        self._registry = registry
+        self._credentials = credentials
+        self._retry = retry
+
+    async def _prepare(self, target: Target) -> tuple[Provider, Secret]:
+        try:
+            provider = self._registry.get(target.provider)
+            secret = await self._credentials.open(target.provider, target.credential)
+        except (BadRequest, ContractError) as exc:
+            raise InputRejected(exc) from None
+        except FleetError as exc:
+            if exc.retryable:  # e.g. the credential store is briefly unreachable
+                raise
+            raise InputRejected(exc) from None
+        return provider, secret
+
+    async def run(self, job: Job, stream: ReplyStream, state: RunState) -> dict[str, Any]:
+        handler = HANDLERS[type(job)]
+        targets = [job.target, *job.fallbacks]
+        for i, target in enumerate(targets):
+            provider, secret = await self._prepare(target)
+            with LIVE_SECRETS.holding(secret.values()):
+                try:
+                    fields = await handler(job, target, provider, secret, stream, state, self._retry)
+                except FleetError as exc:
+                    last = i == len(targets) - 1
+                    if last or isinstance(exc, _NO_FALLBACK) or stream.first_delta_at is not None:
+                        raise
+                    log.warning(
+                        "fallback", failed=target.provider, model=target.model, code=exc.code.value,
+                        next=targets[i + 1].provider,
+                    )
+                    continue
+            fields["target"] = Answered(provider=target.provider, model=target.model)
+            return fields
+        raise AssertionError("unreachable: the loop returns or raises")

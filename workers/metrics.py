@@ -1,0 +1,38 @@
+"""Prometheus metrics for one worker process (served on /metrics by workers.health)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.jobs = Counter(
+            "llm_fleet_jobs_total", "Jobs finished, by kind and outcome (error code or ok).",
+            ["kind", "outcome"], registry=r,
+        )
+        self.dead_lettered = Counter(
+            "llm_fleet_dead_lettered_total", "Jobs this worker moved to llm.dead, by error code.",
+            ["code"], registry=r,
+        )
+        self.inflight = Gauge("llm_fleet_jobs_inflight", "Jobs being processed now.", registry=r)
+        self.retries = Counter(
+            "llm_fleet_provider_retries_total", "Provider calls retried.", ["provider"], registry=r
+        )
+        self.frames = Counter("llm_fleet_frames_total", "Reply frames published.", registry=r)
+        buckets = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+        self.job_seconds = Histogram(
+            "llm_fleet_job_seconds", "Worker time per job.", ["kind"], buckets=buckets, registry=r
+        )
+        self.ttft_seconds = Histogram(
+            "llm_fleet_time_to_first_token_seconds", "Worker start to first provider token.",
+            ["provider"], buckets=buckets, registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "llm_fleet_queue_seconds", "Publish to worker start.", buckets=buckets, registry=r
+        )
+        self.broker_connected = Gauge(
+            "llm_fleet_broker_connected", "1 while connected to RabbitMQ.", registry=r
+        )

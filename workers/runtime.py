@@ -1,0 +1,381 @@
+"""The worker process: consume jobs, run them, publish frames, ack only when confirmed.
+
+One `Session` is a pair of AMQP connections (consuming and publishing are kept
+apart, as RabbitMQ advises, so flow control on publishes never stalls acks).
+When either connection drops, every in-flight job is cancelled unacked (the
+broker redelivers them) and a new session is opened with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import aiormq
+import structlog
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from pamqp.commands import Basic
+
+from contracts import topology as t
+from contracts.amqp import declare_topology
+from contracts.codec import decode_job, encode, peek_request_id
+from contracts.errors import Cancelled, ContractError, Expired, FleetError, ProviderTimeout
+from contracts.frames import Error
+from contracts.jobs import Job
+from workers.config import Settings
+from workers.execute import Executor, InputRejected, RunState
+from workers.metrics import WorkerMetrics
+from workers.reply import ReplyPublisher, ReplyQueueGone, ReplyStream
+
+log = structlog.get_logger("llm_fleet.worker")
+
+_CONNECTION_ERRORS = (ConnectionError, OSError, aiormq.exceptions.AMQPError, TimeoutError)
+_CANCEL_MEMORY = 10_000  # request ids remembered for cancels that arrive before their job
+
+
+@dataclass(slots=True)
+class _Running:
+    task: asyncio.Task[None]
+    client_cancelled: bool = False
+
+
+@dataclass(slots=True)
+class _Session:
+    consume: AbstractConnection
+    publish: AbstractConnection
+    raw_publish: Any  # aiormq channel with confirms + on_return_raises
+    consumers: list[tuple[AbstractQueue, str]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for conn in (self.consume, self.publish):
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+
+class Worker:
+    def __init__(self, settings: Settings, executor: Executor, metrics: WorkerMetrics) -> None:
+        self._settings = settings
+        self._executor = executor
+        self._metrics = metrics
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._running: dict[str, _Running] = {}
+        self._cancelled: dict[str, float] = {}
+        self._session: _Session | None = None
+        self._publisher: ReplyPublisher | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def broker_connected(self) -> bool:
+        s = self._session
+        return s is not None and not s.consume.is_closed and not s.publish.is_closed
+
+    async def run(self) -> None:
+        delay = self._settings.reconnect_delay
+        while not self._stop.is_set():
+            try:
+                session = await self._open()
+            except _CONNECTION_ERRORS as exc:
+                log.warning("broker_unreachable", error=repr(exc), retry_in_s=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            delay = self._settings.reconnect_delay
+            self._session = session
+            self._metrics.broker_connected.set(1)
+            try:
+                await self._serve(session)
+            finally:
+                self._metrics.broker_connected.set(0)
+                self._session = None
+                await session.close()
+        log.info("worker_stopped", worker=self._settings.worker_id)
+
+    async def _open(self) -> _Session:
+        s = self._settings
+        name = f"llm-fleet worker {s.worker_id}"
+        consume = await aio_pika.connect(s.amqp_url, client_properties={"connection_name": name + " (consume)"})
+        try:
+            publish = await aio_pika.connect(s.amqp_url, client_properties={"connection_name": name + " (publish)"})
+        except BaseException:
+            await consume.close()
+            raise
+        session = _Session(consume=consume, publish=publish, raw_publish=None)
+        try:
+            pub_channel = await publish.channel(publisher_confirms=True, on_return_raises=True)
+            session.raw_publish = await pub_channel.get_underlay_channel()
+            self._publisher = ReplyPublisher(session.raw_publish)
+            channel = await consume.channel()
+            await channel.set_qos(prefetch_count=s.concurrency)
+            queues = await declare_topology(channel, delivery_limit=s.delivery_limit)
+            for qname in s.queues:
+                if qname not in queues:
+                    raise ValueError(f"unknown queue {qname!r}; choose from {sorted(t.JOB_QUEUES)}")
+                queue = queues[qname]
+                session.consumers.append((queue, await queue.consume(self._on_delivery)))
+            control = await channel.declare_queue(exclusive=True, auto_delete=True)
+            await control.bind(t.CONTROL_EXCHANGE)
+            await control.consume(self._on_control, no_ack=True)
+            notify_channel = await consume.channel()
+            await notify_channel.set_qos(prefetch_count=16)
+            notify = await notify_channel.get_queue(t.DEAD_NOTIFY_QUEUE)
+            await notify.consume(self._on_dead_notice)
+        except BaseException:
+            await session.close()
+            raise
+        log.info("worker_ready", worker=s.worker_id, queues=list(s.queues), concurrency=s.concurrency)
+        return session
+
+    async def _serve(self, session: _Session) -> None:
+        stop = asyncio.ensure_future(self._stop.wait())
+        lost = [asyncio.ensure_future(session.consume.closed()), asyncio.ensure_future(session.publish.closed())]
+        try:
+            await asyncio.wait([stop, *lost], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for f in (stop, *lost):
+                f.cancel()
+        if self._stop.is_set() and self.broker_connected:
+            await self._drain(session)
+            return
+        log.warning("broker_connection_lost", inflight=len(self._tasks))
+        # Their acks can no longer reach the broker, which requeues them for another attempt.
+        await self._cancel_all()
+
+    async def _drain(self, session: _Session) -> None:
+        """SIGTERM: stop intake, let in-flight jobs finish within the grace period."""
+        for queue, tag in session.consumers:
+            with contextlib.suppress(Exception):
+                await queue.cancel(tag)
+        pending = set(self._tasks)
+        log.info("draining", inflight=len(pending), grace_s=self._settings.grace_period)
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=self._settings.grace_period)
+            if late:
+                log.warning("grace_period_over", unfinished=len(late))
+                await self._cancel_all()
+
+    async def _cancel_all(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- deliveries --------------------------------------------------------
+
+    async def _on_delivery(self, message: AbstractIncomingMessage) -> None:
+        # Our own task, so cancelling a job never disturbs aio-pika's delivery machinery.
+        task = asyncio.create_task(self._process(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _on_control(self, message: AbstractIncomingMessage) -> None:
+        try:
+            import msgspec
+
+            data = msgspec.msgpack.decode(message.body)
+        except Exception:  # noqa: BLE001 - a bad control message is ignored, not fatal
+            return
+        if not isinstance(data, dict) or data.get("type") != "cancel":
+            return
+        rid = data.get("request_id")
+        if not isinstance(rid, str):
+            return
+        running = self._running.get(rid)
+        if running is not None:
+            running.client_cancelled = True
+            running.task.cancel()
+        else:
+            self._remember_cancel(rid)
+
+    def _remember_cancel(self, rid: str) -> None:
+        now = time.monotonic()
+        if len(self._cancelled) >= _CANCEL_MEMORY:
+            for old in [k for k, exp in self._cancelled.items() if exp < now][:1000] or list(self._cancelled)[:1000]:
+                self._cancelled.pop(old, None)
+        self._cancelled[rid] = now + 600.0
+
+    async def _on_dead_notice(self, message: AbstractIncomingMessage) -> None:
+        """Answer producers whose job the broker dead-lettered (delivery limit reached)."""
+        headers = message.headers or {}
+        if t.HDR_DEAD_CODE not in headers and message.reply_to and self._publisher is not None:
+            reason = "rejected"
+            deaths = headers.get("x-death")
+            if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+                reason = str(deaths[0].get("reason", reason))
+            rid = message.correlation_id or peek_request_id(message.body) or ""
+            frame = Error(
+                request_id=rid, attempt=self._settings.delivery_limit + 1, seq=0, code="internal",
+                message=f"job dead-lettered by the broker ({reason}): no worker could finish it "
+                f"within {self._settings.delivery_limit} deliveries",
+            )
+            with contextlib.suppress(ReplyQueueGone):
+                await self._publisher.publish(message.reply_to, rid, f"{rid}:dead", encode(frame))
+            log.error("job_dead_lettered_by_broker", request_id=rid, reason=reason)
+        await message.ack()
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        headers = message.headers or {}
+        attempt = int(headers.get(t.HDR_DELIVERY_COUNT, 0) or 0) + 1  # type: ignore[call-overload]
+        started = time.monotonic()
+        try:
+            job = decode_job(message.body, max_bytes=self._settings.max_job_bytes)
+        except ContractError as exc:
+            rid = message.correlation_id or peek_request_id(message.body) or ""
+            await self._reject(message, rid, attempt, exc, kind="unknown")
+            return
+        structlog.contextvars.bind_contextvars(
+            request_id=job.request_id, kind=job.kind if hasattr(job, "kind") else type(job).__name__,
+            provider=job.target.provider, model=job.target.model, attempt=attempt,
+        )
+        kind = type(job).__name__.removesuffix("Job").lower()
+        if not message.reply_to:
+            await self._reject(message, job.request_id, attempt, ContractError("reply_to", "no reply queue given"), kind)
+            return
+        self._metrics.inflight.inc()
+        try:
+            await self._run_job(message, job, kind, attempt, started)
+        finally:
+            self._metrics.inflight.dec()
+            self._metrics.job_seconds.labels(kind).observe(time.monotonic() - started)
+
+    async def _run_job(
+        self, message: AbstractIncomingMessage, job: Job, kind: str, attempt: int, started: float
+    ) -> None:
+        assert self._publisher is not None and message.reply_to is not None
+        rid = job.request_id
+        stream = ReplyStream(
+            self._publisher, reply_to=message.reply_to, request_id=rid, attempt=attempt,
+            coalesce=self._settings.coalesce,
+        )
+        state = RunState(started=started)
+        queue_ms = self._queue_ms(message)
+        task = asyncio.current_task()
+        assert task is not None
+        running = _Running(task)
+        self._running[rid] = running
+        try:
+            if self._cancelled.pop(rid, None) is not None:
+                raise Cancelled("cancelled by the producer before it started")
+            remaining = self._remaining(job)
+            if remaining is not None and remaining <= 0:
+                raise Expired(f"deadline passed {-remaining:.3f}s before a worker took the job")
+            state.deadline = None if remaining is None else time.monotonic() + remaining
+            await stream.start(self._settings.worker_id)
+            try:
+                async with asyncio.timeout(remaining):
+                    fields = await self._executor.run(job, stream, state)
+            except TimeoutError:
+                raise ProviderTimeout("the job's deadline passed during the provider call") from None
+            fields["metrics"] = state.metrics(stream.frames + 1, queue_ms)
+            await stream.finish(**fields)
+            await self._settle(message, kind, "ok")
+            self._observe(job, state, queue_ms)
+        except InputRejected as exc:
+            await self._reject(message, rid, attempt, exc.error, kind, stream)
+        except FleetError as exc:
+            await self._answer_error(message, stream, exc, kind)
+        except ReplyQueueGone:
+            log.warning("reply_queue_gone", reply_to=message.reply_to)
+            await self._settle(message, kind, "reply_queue_gone")
+        except asyncio.CancelledError:
+            if not running.client_cancelled:
+                raise  # shutdown or lost connection: leave unacked for redelivery
+            task.uncancel()
+            log.info("job_cancelled_by_producer")
+            await self._answer_error(message, stream, Cancelled("cancelled by the producer"), kind)
+        except Exception as exc:  # noqa: BLE001 - a bug must not take the worker down
+            log.exception("job_crashed")
+            err = FleetError(f"internal error in worker ({type(exc).__name__})")
+            await self._reject(message, rid, attempt, err, kind, stream)
+        finally:
+            stream.close()
+            self._running.pop(rid, None)
+
+    # -- outcomes ----------------------------------------------------------
+
+    async def _answer_error(
+        self, message: AbstractIncomingMessage, stream: ReplyStream, exc: FleetError, kind: str
+    ) -> None:
+        log.info("job_failed", code=exc.code.value, error=exc.message, provider_status=exc.provider_status)
+        try:
+            await stream.fail(
+                code=exc.code.value, message=exc.message, retryable=exc.retryable,
+                provider_status=exc.provider_status,
+            )
+        except ReplyQueueGone:
+            log.warning("reply_queue_gone", reply_to=message.reply_to)
+        await self._settle(message, kind, exc.code.value)
+
+    async def _reject(
+        self,
+        message: AbstractIncomingMessage,
+        rid: str,
+        attempt: int,
+        exc: FleetError,
+        kind: str,
+        stream: ReplyStream | None = None,
+    ) -> None:
+        """Answer (when a reply queue is known), copy to llm.dead with the reason, then ack."""
+        log.warning("job_rejected", request_id=rid, code=exc.code.value, error=exc.message)
+        if message.reply_to and self._publisher is not None:
+            stream = stream or ReplyStream(
+                self._publisher, reply_to=message.reply_to, request_id=rid, attempt=attempt,
+                coalesce=self._settings.coalesce,
+            )
+            with contextlib.suppress(ReplyQueueGone):
+                await stream.fail(code=exc.code.value, message=exc.message, retryable=False)
+        await self._dead_letter(message, exc)
+        self._metrics.dead_lettered.labels(exc.code.value).inc()
+        await self._settle(message, kind, exc.code.value)
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, exc: FleetError) -> None:
+        assert self._session is not None
+        headers: dict[str, Any] = dict(message.headers or {})
+        headers[t.HDR_DEAD_CODE] = exc.code.value
+        headers[t.HDR_DEAD_REASON] = exc.message[:1000]
+        headers[t.HDR_DEAD_QUEUE] = message.routing_key or ""
+        headers["x-fleet-worker"] = self._settings.worker_id
+        props = Basic.Properties(
+            headers=headers, reply_to=message.reply_to, correlation_id=message.correlation_id,
+            message_id=message.message_id, content_type=message.content_type, delivery_mode=2,
+        )
+        await self._session.raw_publish.basic_publish(
+            message.body, routing_key=t.DEAD_QUEUE, properties=props, mandatory=True
+        )
+
+    async def _settle(self, message: AbstractIncomingMessage, kind: str, outcome: str) -> None:
+        self._metrics.jobs.labels(kind, outcome).inc()
+        await message.ack()
+
+    # -- helpers -----------------------------------------------------------
+
+    @staticmethod
+    def _remaining(job: Job) -> float | None:
+        if job.deadline is None:
+            return None
+        return job.deadline / 1000.0 - time.time()
+
+    @staticmethod
+    def _queue_ms(message: AbstractIncomingMessage) -> float | None:
+        published = (message.headers or {}).get("x-published-ms")
+        if isinstance(published, int | float):
+            return max(0.0, time.time() * 1000 - float(published))
+        return None
+
+    def _observe(self, job: Job, state: RunState, queue_ms: float | None) -> None:
+        if state.first_token is not None:
+            self._metrics.ttft_seconds.labels(job.target.provider).observe(state.first_token - state.started)
+        if queue_ms is not None:
+            self._metrics.queue_seconds.observe(queue_ms / 1000)
+        if state.retries:
+            self._metrics.retries.labels(job.target.provider).inc(state.retries)
