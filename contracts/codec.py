@@ -14,8 +14,8 @@ from contracts.jobs import Job
 DEFAULT_MAX_JOB_BYTES = 8 * 1024 * 1024
 
 _encoder = msgspec.msgpack.Encoder()
-_job_decoder = msgspec.msgpack.Decoder(Job)  # type: ignore[arg-type]
-_frame_decoder = msgspec.msgpack.Decoder(Frame)  # type: ignore[arg-type]
+_job_decoder = msgspec.msgpack.Decoder(Job)
+_frame_decoder = msgspec.msgpack.Decoder(Frame)
 
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")

@@ -214,16 +214,37 @@ class Executor:
     """Resolves provider and credential per target and walks the fallback list."""
 
     def __init__(
-        self, registry: ProviderRegistry, credentials: CredentialResolver, retry: RetryPolicy
+        self,
+        registry: ProviderRegistry,
+        credentials: CredentialResolver,
+        retry: RetryPolicy,
+        *,
+        store_wait: float = 30.0,
     ) -> None:
         self._registry = registry
         self._credentials = credentials
         self._retry = retry
+        self._store_wait = store_wait
+        # While the credential store is unreachable, keep trying (within the job's
+        # deadline) rather than failing every job the moment PostgreSQL blinks.
+        self._store_retry = RetryPolicy(max_attempts=1000, backoff_base=0.2, backoff_cap=2.0)
 
-    async def _prepare(self, target: Target) -> tuple[Provider, Secret]:
+    async def _open_secret(self, target: Target, state: RunState) -> Secret:
+        give_up = time.monotonic() + self._store_wait
+        deadline = give_up if state.deadline is None else min(state.deadline, give_up)
+        return await call_with_retry(
+            self._store_retry,
+            lambda: self._credentials.open(target.provider, target.credential),
+            deadline=deadline,
+            on_retry=lambda exc, wait: log.warning(
+                "credential_store_unavailable", error=exc.message, wait_s=round(wait, 2)
+            ),
+        )
+
+    async def _prepare(self, target: Target, state: RunState) -> tuple[Provider, Secret]:
         try:
             provider = self._registry.get(target.provider)
-            secret = await self._credentials.open(target.provider, target.credential)
+            secret = await self._open_secret(target, state)
         except (BadRequest, ContractError) as exc:
             raise InputRejected(exc) from None
         except FleetError as exc:
@@ -236,7 +257,7 @@ class Executor:
         handler = HANDLERS[type(job)]
         targets = [job.target, *job.fallbacks]
         for i, target in enumerate(targets):
-            provider, secret = await self._prepare(target)
+            provider, secret = await self._prepare(target, state)
             with LIVE_SECRETS.holding(secret.values()):
                 try:
                     fields = await handler(job, target, provider, secret, stream, state, self._retry)
