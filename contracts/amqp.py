@@ -33,7 +33,9 @@ async def declare_topology(
 ) -> dict[str, AbstractQueue]:
     """Declare exchanges and queues; return the queues by name."""
     queues: dict[str, AbstractQueue] = {}
-    jobs = await channel.declare_exchange(t.JOBS_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
+    jobs = await channel.declare_exchange(
+        t.JOBS_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+    )
     dlx = await channel.declare_exchange(
         t.DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
     )

@@ -31,7 +31,12 @@ from typing import Any
 import aio_pika
 import msgspec
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
 
 from contracts import topology as t
 from contracts.amqp import declare_topology
@@ -118,14 +123,18 @@ class FleetClient:
         self._conn = await aio_pika.connect_robust(
             self._url, client_properties={"connection_name": f"{self._name} pid {os.getpid()}"}
         )
-        channel: AbstractChannel = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
+        channel: AbstractChannel = await self._conn.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
         await declare_topology(channel, delivery_limit=self._delivery_limit)
         self._jobs = await channel.get_exchange(t.JOBS_EXCHANGE)
         self._control = await channel.get_exchange(t.CONTROL_EXCHANGE)
         reply_channel = await self._conn.channel()
         # Classic and exclusive: RabbitMQ advises against quorum queues for replies;
         # the explicit name survives a reconnect of the robust connection.
-        queue = await reply_channel.declare_queue(self._reply_queue, exclusive=True, auto_delete=True)
+        queue = await reply_channel.declare_queue(
+            self._reply_queue, exclusive=True, auto_delete=True
+        )
         await queue.consume(self._on_reply, no_ack=True)
         return self
 
@@ -157,9 +166,15 @@ class FleetClient:
     ) -> AsyncIterator[ChatEvent]:
         """Yield `Delta`s as tokens arrive (and `Restart` if a worker died), then the `Final`."""
         job = ChatJob(
-            v=t.CONTRACT_VERSION, request_id=request_id or uuid.uuid4().hex, target=target,
-            messages=list(messages), tools=list(tools), options=dict(options or {}),
-            fallbacks=list(fallbacks), deadline=_deadline_ms(deadline), metadata=dict(metadata or {}),
+            v=t.CONTRACT_VERSION,
+            request_id=request_id or uuid.uuid4().hex,
+            target=target,
+            messages=list(messages),
+            tools=list(tools),
+            options=dict(options or {}),
+            fallbacks=list(fallbacks),
+            deadline=_deadline_ms(deadline),
+            metadata=dict(metadata or {}),
             stream=True,
         )
         async for event in self._exchange(job, batch=batch, deadline=deadline):
@@ -182,9 +197,15 @@ class FleetClient:
     ) -> Final:
         """One complete answer (the provider is called without streaming)."""
         job = ChatJob(
-            v=t.CONTRACT_VERSION, request_id=request_id or uuid.uuid4().hex, target=target,
-            messages=list(messages), tools=list(tools), options=dict(options or {}),
-            fallbacks=list(fallbacks), deadline=_deadline_ms(deadline), metadata=dict(metadata or {}),
+            v=t.CONTRACT_VERSION,
+            request_id=request_id or uuid.uuid4().hex,
+            target=target,
+            messages=list(messages),
+            tools=list(tools),
+            options=dict(options or {}),
+            fallbacks=list(fallbacks),
+            deadline=_deadline_ms(deadline),
+            metadata=dict(metadata or {}),
             stream=False,
         )
         return await self.request(job, batch=batch, deadline=deadline)
@@ -203,9 +224,14 @@ class FleetClient:
     ) -> Final:
         """Vectors arrive packed in `final.embeddings` (`.vectors()` unpacks them)."""
         job = EmbedJob(
-            v=t.CONTRACT_VERSION, request_id=request_id or uuid.uuid4().hex, target=target,
-            inputs=list(inputs), input_type=input_type, dimensions=dimensions,
-            deadline=_deadline_ms(deadline), metadata=dict(metadata or {}),
+            v=t.CONTRACT_VERSION,
+            request_id=request_id or uuid.uuid4().hex,
+            target=target,
+            inputs=list(inputs),
+            input_type=input_type,
+            dimensions=dimensions,
+            deadline=_deadline_ms(deadline),
+            metadata=dict(metadata or {}),
         )
         return await self.request(job, batch=batch, deadline=deadline)
 
@@ -220,21 +246,30 @@ class FleetClient:
         request_id: str | None = None,
     ) -> Final:
         job = RerankJob(
-            v=t.CONTRACT_VERSION, request_id=request_id or uuid.uuid4().hex, target=target,
-            query=query, documents=list(documents), top_n=top_n, deadline=_deadline_ms(deadline),
+            v=t.CONTRACT_VERSION,
+            request_id=request_id or uuid.uuid4().hex,
+            target=target,
+            query=query,
+            documents=list(documents),
+            top_n=top_n,
+            deadline=_deadline_ms(deadline),
         )
         return await self.request(job, deadline=deadline)
 
     async def verify(self, target: Target, *, deadline: float | None = None) -> VerifyInfo:
         """Ask the provider whether the credential works (its cheapest authenticated call)."""
         job = VerifyJob(
-            v=t.CONTRACT_VERSION, request_id=uuid.uuid4().hex, target=target,
+            v=t.CONTRACT_VERSION,
+            request_id=uuid.uuid4().hex,
+            target=target,
             deadline=_deadline_ms(deadline),
         )
         final = await self.request(job, deadline=deadline)
         return final.verify or VerifyInfo(ok=False, detail="worker sent no verify result")
 
-    async def request(self, job: Job, *, batch: bool = False, deadline: float | None = None) -> Final:
+    async def request(
+        self, job: Job, *, batch: bool = False, deadline: float | None = None
+    ) -> Final:
         """Publish any job and wait for its final frame; an error frame raises its FleetError."""
         async for event in self._exchange(job, batch=batch, deadline=deadline):
             if type(event) is Final:
@@ -296,7 +331,9 @@ class FleetClient:
         """Stop a job wherever it runs (or before it starts)."""
         if self._control is None:
             return
-        body = msgspec.msgpack.encode({"v": t.CONTRACT_VERSION, "type": "cancel", "request_id": request_id})
+        body = msgspec.msgpack.encode(
+            {"v": t.CONTRACT_VERSION, "type": "cancel", "request_id": request_id}
+        )
         await self._control.publish(aio_pika.Message(body), routing_key="")
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:

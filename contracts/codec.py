@@ -68,7 +68,7 @@ def peek_request_id(data: bytes) -> str | None:
     """Best-effort request id from a message that failed validation."""
     try:
         raw = msgspec.msgpack.decode(data)
-    except Exception:  # noqa: BLE001 - garbage in, nothing to peek
+    except Exception:
         return None
     if isinstance(raw, dict):
         rid = raw.get("request_id")

@@ -169,7 +169,13 @@ async def call_with_retry(
     `on_retry(exc, wait_seconds)` runs before each sleep (count retries there).
     The exception raised is always the last one `fn` raised.
     """
-    return await _retrying(policy, deadline, on_retry)(fn)
+
+    # tenacity awaits only what it recognises as a coroutine function; a lambda
+    # returning a coroutine would come back un-awaited.
+    async def attempt() -> T:
+        return await fn()
+
+    return await _retrying(policy, deadline, on_retry)(attempt)
 
 
 async def stream_with_retry(

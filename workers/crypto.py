@@ -53,7 +53,9 @@ class Keyring:
     def from_env(cls, env: Mapping[str, str]) -> Keyring:
         """Build from INTEGRATION_CRYPTO_KEY (active) and INTEGRATION_CRYPTO_KEYS (kid:b64,...)."""
         named: dict[str, bytes] = {}
-        for item in filter(None, (s.strip() for s in env.get("INTEGRATION_CRYPTO_KEYS", "").split(","))):
+        for item in filter(
+            None, (s.strip() for s in env.get("INTEGRATION_CRYPTO_KEYS", "").split(","))
+        ):
             kid, sep, b64 = item.partition(":")
             if not sep or not kid:
                 raise KeyringError("INTEGRATION_CRYPTO_KEYS entries must look like kid:base64key")
@@ -62,7 +64,7 @@ class Keyring:
         if not active_text:
             raise KeyringError(
                 "INTEGRATION_CRYPTO_KEY is not set: it must hold the base64 of a 32-byte key "
-                "(make one with: python -c 'import os,base64;print(base64.b64encode(os.urandom(32)).decode())')"
+                "(make one with: openssl rand -base64 32)"
             )
         active = _decode_key(active_text, "INTEGRATION_CRYPTO_KEY")
         active_kid = next((k for k, v in named.items() if v == active), None) or fingerprint(active)
@@ -125,7 +127,9 @@ def open_sealed(keyring: Keyring, provider: str, envelope: str) -> Secret:
     if len(raw) <= NONCE_BYTES + 16:
         raise Unauthorized("sealed credential is truncated")
     try:
-        plaintext = keyring.decrypt(kid, raw[:NONCE_BYTES], raw[NONCE_BYTES:], _sealed_aad(provider, kid))
+        plaintext = keyring.decrypt(
+            kid, raw[:NONCE_BYTES], raw[NONCE_BYTES:], _sealed_aad(provider, kid)
+        )
     except KeyError:
         raise Unauthorized(
             f"sealed credential was made with key id {kid!r}, which this worker does not hold"

@@ -34,15 +34,17 @@ def free_port() -> int:
         return port
 
 
-async def wait_http(url: str, timeout: float = 30.0) -> None:
-    give_up = time.monotonic() + timeout
+async def wait_http(url: str, within: float = 30.0) -> None:
+    give_up = time.monotonic() + within
     async with httpx.AsyncClient() as http:
         while True:
             with contextlib.suppress(httpx.HTTPError):
-                if (await http.get(url, headers={"Authorization": f"Bearer {MOCK_KEY}"})).status_code == 200:
+                if (
+                    await http.get(url, headers={"Authorization": f"Bearer {MOCK_KEY}"})
+                ).status_code == 200:
                     return
             if time.monotonic() > give_up:
-                raise TimeoutError(f"{url} did not become ready within {timeout:.0f}s")
+                raise TimeoutError(f"{url} did not become ready within {within:.0f}s")
             await asyncio.sleep(0.1)
 
 
@@ -50,19 +52,25 @@ async def spawn(args: list[str], env: Mapping[str, str], log: Path) -> asyncio.s
     out = log.open("ab")
     try:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "workers.cli", *args, env=dict(env), stdout=out, stderr=out,
+            sys.executable,
+            "-m",
+            "workers.cli",
+            *args,
+            env=dict(env),
+            stdout=out,
+            stderr=out,
         )
     finally:
         out.close()
 
 
-async def stop(procs: list[asyncio.subprocess.Process], timeout: float = 15.0) -> None:
+async def stop(procs: list[asyncio.subprocess.Process], grace: float = 15.0) -> None:
     for p in procs:
         if p.returncode is None:
             p.send_signal(signal.SIGTERM)
     for p in procs:
         try:
-            await asyncio.wait_for(p.wait(), timeout)
+            await asyncio.wait_for(p.wait(), grace)
         except TimeoutError:
             p.kill()
             await p.wait()
@@ -80,25 +88,55 @@ async def run_demo(*, n_workers: int, n_texts: int, prompt: str) -> int:
     procs: list[asyncio.subprocess.Process] = []
     try:
         print(f"▶ starting the mock provider on :{mock_port} and {n_workers} workers (logs: {log})")
-        procs.append(await spawn(
-            ["mock-provider", "--port", str(mock_port), "--api-key", MOCK_KEY, "--ttft-ms", "250",
-             "--tokens-per-sec", "40", "--tokens", "90", "--embed-dims", "256"], env, log,
-        ))
+        procs.append(
+            await spawn(
+                [
+                    "mock-provider",
+                    "--port",
+                    str(mock_port),
+                    "--api-key",
+                    MOCK_KEY,
+                    "--ttft-ms",
+                    "250",
+                    "--tokens-per-sec",
+                    "40",
+                    "--tokens",
+                    "90",
+                    "--embed-dims",
+                    "256",
+                ],
+                env,
+                log,
+            )
+        )
         health = []
         for i in range(n_workers):
             port = free_port()
             health.append(f"http://127.0.0.1:{port}/readiness/")
-            wenv = {**env, "FLEET_HEALTH_PORT": str(port), "FLEET_WORKER_ID": f"demo-worker-{i + 1}"}
-            procs.append(await spawn(["worker", "--queues", "llm.chat,llm.embed,llm.batch", "--concurrency", "16"], wenv, log))
+            wenv = {
+                **env,
+                "FLEET_HEALTH_PORT": str(port),
+                "FLEET_WORKER_ID": f"demo-worker-{i + 1}",
+            }
+            procs.append(
+                await spawn(
+                    ["worker", "--queues", "llm.chat,llm.embed,llm.batch", "--concurrency", "16"],
+                    wenv,
+                    log,
+                )
+            )
         await wait_http(f"http://127.0.0.1:{mock_port}/v1/models")
         await asyncio.gather(*(wait_http(url) for url in health))
         target = Target(
-            provider="mock", model="mock-chat-1",
+            provider="mock",
+            model="mock-chat-1",
             credential=Credential(sealed=seal(keyring, "mock", {"api_key": MOCK_KEY})),
         )
         async with FleetClient(amqp_url, name="llm-fleet demo") as client:
             await chat_demo(client, target, prompt)
-            embed_target = Target(provider="mock", model="mock-embed-1", credential=target.credential)
+            embed_target = Target(
+                provider="mock", model="mock-embed-1", credential=target.credential
+            )
             await backfill_demo(client, embed_target, n_texts)
         print(f"\n✔ demo finished; stopping the fleet (logs kept in {log})")
         return 0
@@ -131,6 +169,7 @@ async def backfill_demo(client: FleetClient, target: Target, n_texts: int) -> No
     started = time.monotonic()
     dims = 0
     with tqdm(total=n_texts, unit="text", file=sys.stdout) as bar:
+
         async def one(batch: list[str]) -> None:
             nonlocal dims
             final = await client.embed(target, batch, batch=True)

@@ -103,29 +103,44 @@ class _ToolAssembler:
         ]
 
 
-Handler = Callable[[Any, Target, Provider, Secret, ReplyStream, RunState, RetryPolicy], Awaitable[dict[str, Any]]]
+Handler = Callable[
+    [Any, Target, Provider, Secret, ReplyStream, RunState, RetryPolicy], Awaitable[dict[str, Any]]
+]
 
 
 async def _chat(
-    job: ChatJob, target: Target, provider: Provider, secret: Secret,
-    stream: ReplyStream, state: RunState, policy: RetryPolicy,
+    job: ChatJob,
+    target: Target,
+    provider: Provider,
+    secret: Secret,
+    stream: ReplyStream,
+    state: RunState,
+    policy: RetryPolicy,
 ) -> dict[str, Any]:
     req = ChatRequest(
-        model=target.model, messages=job.messages, tools=job.tools,
+        model=target.model,
+        messages=job.messages,
+        tools=job.tools,
         options=ModelOptions.from_mapping(job.options),
     )
     t0 = time.monotonic()
     try:
         if not job.stream:
             res = await call_with_retry(
-                policy, lambda: provider.chat(req, secret), deadline=state.deadline, on_retry=state.on_retry
+                policy,
+                lambda: provider.chat(req, secret),
+                deadline=state.deadline,
+                on_retry=state.on_retry,
             )
             return {"message": res.message, "finish_reason": res.finish_reason, "usage": res.usage}
         parts: list[str] = []
         tools = _ToolAssembler()
         end: StreamEnd | None = None
         events = stream_with_retry(
-            policy, lambda: provider.stream_chat(req, secret), deadline=state.deadline, on_retry=state.on_retry
+            policy,
+            lambda: provider.stream_chat(req, secret),
+            deadline=state.deadline,
+            on_retry=state.on_retry,
         )
         async for ev in events:
             # Exact type checks: this loop runs once per token.
@@ -142,7 +157,9 @@ async def _chat(
                 stream.tool(d)
             elif type(ev) is StreamEnd:
                 end = ev
-        message = Message(role="assistant", content="".join(parts) or None, tool_calls=tools.calls())
+        message = Message(
+            role="assistant", content="".join(parts) or None, tool_calls=tools.calls()
+        )
         return {
             "message": message,
             "finish_reason": end.finish_reason if end else None,
@@ -153,8 +170,13 @@ async def _chat(
 
 
 async def _embed(
-    job: EmbedJob, target: Target, provider: Provider, secret: Secret,
-    stream: ReplyStream, state: RunState, policy: RetryPolicy,
+    job: EmbedJob,
+    target: Target,
+    provider: Provider,
+    secret: Secret,
+    stream: ReplyStream,
+    state: RunState,
+    policy: RetryPolicy,
 ) -> dict[str, Any]:
     req = EmbedRequest(
         model=target.model, inputs=job.inputs, input_type=job.input_type, dimensions=job.dimensions
@@ -162,7 +184,10 @@ async def _embed(
     t0 = time.monotonic()
     try:
         res = await call_with_retry(
-            policy, lambda: provider.embed(req, secret), deadline=state.deadline, on_retry=state.on_retry
+            policy,
+            lambda: provider.embed(req, secret),
+            deadline=state.deadline,
+            on_retry=state.on_retry,
         )
     finally:
         state.provider_time += time.monotonic() - t0
@@ -173,14 +198,24 @@ async def _embed(
 
 
 async def _rerank(
-    job: RerankJob, target: Target, provider: Provider, secret: Secret,
-    stream: ReplyStream, state: RunState, policy: RetryPolicy,
+    job: RerankJob,
+    target: Target,
+    provider: Provider,
+    secret: Secret,
+    stream: ReplyStream,
+    state: RunState,
+    policy: RetryPolicy,
 ) -> dict[str, Any]:
-    req = RerankRequest(model=target.model, query=job.query, documents=job.documents, top_n=job.top_n)
+    req = RerankRequest(
+        model=target.model, query=job.query, documents=job.documents, top_n=job.top_n
+    )
     t0 = time.monotonic()
     try:
         res = await call_with_retry(
-            policy, lambda: provider.rerank(req, secret), deadline=state.deadline, on_retry=state.on_retry
+            policy,
+            lambda: provider.rerank(req, secret),
+            deadline=state.deadline,
+            on_retry=state.on_retry,
         )
     finally:
         state.provider_time += time.monotonic() - t0
@@ -189,13 +224,21 @@ async def _rerank(
 
 
 async def _verify(
-    job: VerifyJob, target: Target, provider: Provider, secret: Secret,
-    stream: ReplyStream, state: RunState, policy: RetryPolicy,
+    job: VerifyJob,
+    target: Target,
+    provider: Provider,
+    secret: Secret,
+    stream: ReplyStream,
+    state: RunState,
+    policy: RetryPolicy,
 ) -> dict[str, Any]:
     t0 = time.monotonic()
     try:
         res = await call_with_retry(
-            policy, lambda: provider.verify(secret), deadline=state.deadline, on_retry=state.on_retry
+            policy,
+            lambda: provider.verify(secret),
+            deadline=state.deadline,
+            on_retry=state.on_retry,
         )
     finally:
         state.provider_time += time.monotonic() - t0
@@ -260,13 +303,18 @@ class Executor:
             provider, secret = await self._prepare(target, state)
             with LIVE_SECRETS.holding(secret.values()):
                 try:
-                    fields = await handler(job, target, provider, secret, stream, state, self._retry)
+                    fields = await handler(
+                        job, target, provider, secret, stream, state, self._retry
+                    )
                 except FleetError as exc:
                     last = i == len(targets) - 1
                     if last or isinstance(exc, _NO_FALLBACK) or stream.first_delta_at is not None:
                         raise
                     log.warning(
-                        "fallback", failed=target.provider, model=target.model, code=exc.code.value,
+                        "fallback",
+                        failed=target.provider,
+                        model=target.model,
+                        code=exc.code.value,
                         next=targets[i + 1].provider,
                     )
                     continue

@@ -39,5 +39,5 @@ def build_health_app(metrics: WorkerMetrics, readiness: ReadinessCheck) -> web.A
 async def start_health_server(app: web.Application, port: int) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 - probes come from outside
+    await web.TCPSite(runner, "0.0.0.0", port).start()
     return runner

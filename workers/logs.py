@@ -15,7 +15,9 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 LogFormat = Literal["json", "console"]
 REDACTED = "[redacted]"
-_SENSITIVE_KEY = re.compile(r"(api[_-]?key|authorization|secret|password|passwd|token|sealed|credential_value)", re.I)
+_SENSITIVE_KEY = re.compile(
+    r"(api[_-]?key|authorization|secret|password|passwd|token|sealed|credential_value)", re.I
+)
 
 
 class SecretValues:

@@ -10,12 +10,16 @@ class WorkerMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.jobs = Counter(
-            "llm_fleet_jobs_total", "Jobs finished, by kind and outcome (error code or ok).",
-            ["kind", "outcome"], registry=r,
+            "llm_fleet_jobs_total",
+            "Jobs finished, by kind and outcome (error code or ok).",
+            ["kind", "outcome"],
+            registry=r,
         )
         self.dead_lettered = Counter(
-            "llm_fleet_dead_lettered_total", "Jobs this worker moved to llm.dead, by error code.",
-            ["code"], registry=r,
+            "llm_fleet_dead_lettered_total",
+            "Jobs this worker moved to llm.dead, by error code.",
+            ["code"],
+            registry=r,
         )
         self.inflight = Gauge("llm_fleet_jobs_inflight", "Jobs being processed now.", registry=r)
         self.retries = Counter(
@@ -27,8 +31,11 @@ class WorkerMetrics:
             "llm_fleet_job_seconds", "Worker time per job.", ["kind"], buckets=buckets, registry=r
         )
         self.ttft_seconds = Histogram(
-            "llm_fleet_time_to_first_token_seconds", "Worker start to first provider token.",
-            ["provider"], buckets=buckets, registry=r,
+            "llm_fleet_time_to_first_token_seconds",
+            "Worker start to first provider token.",
+            ["provider"],
+            buckets=buckets,
+            registry=r,
         )
         self.queue_seconds = Histogram(
             "llm_fleet_queue_seconds", "Publish to worker start.", buckets=buckets, registry=r

@@ -29,7 +29,9 @@ class ReplyPublisher:
     def __init__(self, channel: RawChannel) -> None:
         self._channel = channel
 
-    async def publish(self, reply_to: str, correlation_id: str, message_id: str, body: bytes) -> None:
+    async def publish(
+        self, reply_to: str, correlation_id: str, message_id: str, body: bytes
+    ) -> None:
         props = Basic.Properties(
             correlation_id=correlation_id,
             message_id=message_id,
@@ -76,6 +78,7 @@ class ReplyStream:
         self._wake = asyncio.Event()
         self._failure: BaseException | None = None
         self._closing = False
+        self._start: asyncio.Task[None] | None = None
         self.frames = 0
         self.first_delta_at: float | None = None
 
@@ -87,11 +90,19 @@ class ReplyStream:
         seq = self._seq
         self._seq += 1
         frame = frame_cls(request_id=self._rid, attempt=self._attempt, seq=seq, **fields)
-        await self._pub.publish(self._reply_to, self._rid, f"{self._rid}:{self._attempt}:{seq}", encode(frame))
+        if self._start is not None and seq > 0:
+            # Later frames go out only once `start` is confirmed, so order holds.
+            start, self._start = self._start, None
+            await start
+        await self._pub.publish(
+            self._reply_to, self._rid, f"{self._rid}:{self._attempt}:{seq}", encode(frame)
+        )
         self.frames += 1
 
-    async def start(self, worker_id: str) -> None:
-        await self._send(Start, worker=worker_id)
+    def start(self, worker_id: str) -> None:
+        """Announce the attempt without waiting for its confirm: the provider call
+        should not sit behind a broker round trip (time to first token)."""
+        self._start = asyncio.create_task(self._send(Start, worker=worker_id))
 
     def text(self, piece: str) -> None:
         if self._failure is not None:
@@ -137,7 +148,7 @@ class ReplyStream:
                         pass
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # noqa: BLE001 - surfaced to the job on its next call
+        except BaseException as exc:
             self._failure = exc
         finally:
             self._flusher = None
@@ -172,6 +183,7 @@ class ReplyStream:
         await self._send(Error, **fields)
 
     def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            self._flusher = None
+        for task in (self._flusher, self._start):
+            if task is not None and not task.done():
+                task.cancel()
+        self._flusher = self._start = None

@@ -16,6 +16,7 @@ from typing import Any
 
 import aio_pika
 import aiormq
+import msgspec
 import structlog
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
 from pamqp.commands import Basic
@@ -103,9 +104,13 @@ class Worker:
     async def _open(self) -> _Session:
         s = self._settings
         name = f"llm-fleet worker {s.worker_id}"
-        consume = await aio_pika.connect(s.amqp_url, client_properties={"connection_name": name + " (consume)"})
+        consume = await aio_pika.connect(
+            s.amqp_url, client_properties={"connection_name": name + " (consume)"}
+        )
         try:
-            publish = await aio_pika.connect(s.amqp_url, client_properties={"connection_name": name + " (publish)"})
+            publish = await aio_pika.connect(
+                s.amqp_url, client_properties={"connection_name": name + " (publish)"}
+            )
         except BaseException:
             await consume.close()
             raise
@@ -132,12 +137,17 @@ class Worker:
         except BaseException:
             await session.close()
             raise
-        log.info("worker_ready", worker=s.worker_id, queues=list(s.queues), concurrency=s.concurrency)
+        log.info(
+            "worker_ready", worker=s.worker_id, queues=list(s.queues), concurrency=s.concurrency
+        )
         return session
 
     async def _serve(self, session: _Session) -> None:
         stop = asyncio.ensure_future(self._stop.wait())
-        lost = [asyncio.ensure_future(session.consume.closed()), asyncio.ensure_future(session.publish.closed())]
+        lost = [
+            asyncio.ensure_future(session.consume.closed()),
+            asyncio.ensure_future(session.publish.closed()),
+        ]
         try:
             await asyncio.wait([stop, *lost], return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -180,10 +190,8 @@ class Worker:
 
     async def _on_control(self, message: AbstractIncomingMessage) -> None:
         try:
-            import msgspec
-
             data = msgspec.msgpack.decode(message.body)
-        except Exception:  # noqa: BLE001 - a bad control message is ignored, not fatal
+        except Exception:
             return
         if not isinstance(data, dict) or data.get("type") != "cancel":
             return
@@ -200,7 +208,9 @@ class Worker:
     def _remember_cancel(self, rid: str) -> None:
         now = time.monotonic()
         if len(self._cancelled) >= _CANCEL_MEMORY:
-            for old in [k for k, exp in self._cancelled.items() if exp < now][:1000] or list(self._cancelled)[:1000]:
+            for old in [k for k, exp in self._cancelled.items() if exp < now][:1000] or list(
+                self._cancelled
+            )[:1000]:
                 self._cancelled.pop(old, None)
         self._cancelled[rid] = now + 600.0
 
@@ -214,7 +224,10 @@ class Worker:
                 reason = str(deaths[0].get("reason", reason))
             rid = message.correlation_id or peek_request_id(message.body) or ""
             frame = Error(
-                request_id=rid, attempt=self._settings.delivery_limit + 1, seq=0, code="internal",
+                request_id=rid,
+                attempt=self._settings.delivery_limit + 1,
+                seq=0,
+                code="internal",
                 message=f"job dead-lettered by the broker ({reason}): no worker could finish it "
                 f"within {self._settings.delivery_limit} deliveries",
             )
@@ -224,8 +237,9 @@ class Worker:
         await message.ack()
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
-        headers = message.headers or {}
-        attempt = int(headers.get(t.HDR_DELIVERY_COUNT, 0) or 0) + 1  # type: ignore[call-overload]
+        count = (message.headers or {}).get(t.HDR_DELIVERY_COUNT)
+        # Quorum queues count earlier deliveries; the first delivery has no header.
+        attempt = (count if isinstance(count, int) else 0) + 1
         started = time.monotonic()
         try:
             job = decode_job(message.body, max_bytes=self._settings.max_job_bytes)
@@ -234,12 +248,21 @@ class Worker:
             await self._reject(message, rid, attempt, exc, kind="unknown")
             return
         structlog.contextvars.bind_contextvars(
-            request_id=job.request_id, kind=job.kind if hasattr(job, "kind") else type(job).__name__,
-            provider=job.target.provider, model=job.target.model, attempt=attempt,
+            request_id=job.request_id,
+            kind=job.kind if hasattr(job, "kind") else type(job).__name__,
+            provider=job.target.provider,
+            model=job.target.model,
+            attempt=attempt,
         )
         kind = type(job).__name__.removesuffix("Job").lower()
         if not message.reply_to:
-            await self._reject(message, job.request_id, attempt, ContractError("reply_to", "no reply queue given"), kind)
+            await self._reject(
+                message,
+                job.request_id,
+                attempt,
+                ContractError("reply_to", "no reply queue given"),
+                kind,
+            )
             return
         self._metrics.inflight.inc()
         try:
@@ -254,7 +277,10 @@ class Worker:
         assert self._publisher is not None and message.reply_to is not None
         rid = job.request_id
         stream = ReplyStream(
-            self._publisher, reply_to=message.reply_to, request_id=rid, attempt=attempt,
+            self._publisher,
+            reply_to=message.reply_to,
+            request_id=rid,
+            attempt=attempt,
             coalesce=self._settings.coalesce,
         )
         state = RunState(started=started)
@@ -270,12 +296,14 @@ class Worker:
             if remaining is not None and remaining <= 0:
                 raise Expired(f"deadline passed {-remaining:.3f}s before a worker took the job")
             state.deadline = None if remaining is None else time.monotonic() + remaining
-            await stream.start(self._settings.worker_id)
+            stream.start(self._settings.worker_id)
             try:
                 async with asyncio.timeout(remaining):
                     fields = await self._executor.run(job, stream, state)
             except TimeoutError:
-                raise ProviderTimeout("the job's deadline passed during the provider call") from None
+                raise ProviderTimeout(
+                    "the job's deadline passed during the provider call"
+                ) from None
             fields["metrics"] = state.metrics(stream.frames + 1, queue_ms)
             await stream.finish(**fields)
             await self._settle(message, kind, "ok")
@@ -293,7 +321,7 @@ class Worker:
             task.uncancel()
             log.info("job_cancelled_by_producer")
             await self._answer_error(message, stream, Cancelled("cancelled by the producer"), kind)
-        except Exception as exc:  # noqa: BLE001 - a bug must not take the worker down
+        except Exception as exc:
             log.exception("job_crashed")
             err = FleetError(f"internal error in worker ({type(exc).__name__})")
             await self._reject(message, rid, attempt, err, kind, stream)
@@ -306,10 +334,17 @@ class Worker:
     async def _answer_error(
         self, message: AbstractIncomingMessage, stream: ReplyStream, exc: FleetError, kind: str
     ) -> None:
-        log.info("job_failed", code=exc.code.value, error=exc.message, provider_status=exc.provider_status)
+        log.info(
+            "job_failed",
+            code=exc.code.value,
+            error=exc.message,
+            provider_status=exc.provider_status,
+        )
         try:
             await stream.fail(
-                code=exc.code.value, message=exc.message, retryable=exc.retryable,
+                code=exc.code.value,
+                message=exc.message,
+                retryable=exc.retryable,
                 provider_status=exc.provider_status,
             )
         except ReplyQueueGone:
@@ -329,7 +364,10 @@ class Worker:
         log.warning("job_rejected", request_id=rid, code=exc.code.value, error=exc.message)
         if message.reply_to and self._publisher is not None:
             stream = stream or ReplyStream(
-                self._publisher, reply_to=message.reply_to, request_id=rid, attempt=attempt,
+                self._publisher,
+                reply_to=message.reply_to,
+                request_id=rid,
+                attempt=attempt,
                 coalesce=self._settings.coalesce,
             )
             with contextlib.suppress(ReplyQueueGone):
@@ -346,8 +384,12 @@ class Worker:
         headers[t.HDR_DEAD_QUEUE] = message.routing_key or ""
         headers["x-fleet-worker"] = self._settings.worker_id
         props = Basic.Properties(
-            headers=headers, reply_to=message.reply_to, correlation_id=message.correlation_id,
-            message_id=message.message_id, content_type=message.content_type, delivery_mode=2,
+            headers=headers,
+            reply_to=message.reply_to,
+            correlation_id=message.correlation_id,
+            message_id=message.message_id,
+            content_type=message.content_type,
+            delivery_mode=2,
         )
         await self._session.raw_publish.basic_publish(
             message.body, routing_key=t.DEAD_QUEUE, properties=props, mandatory=True
@@ -374,7 +416,9 @@ class Worker:
 
     def _observe(self, job: Job, state: RunState, queue_ms: float | None) -> None:
         if state.first_token is not None:
-            self._metrics.ttft_seconds.labels(job.target.provider).observe(state.first_token - state.started)
+            self._metrics.ttft_seconds.labels(job.target.provider).observe(
+                state.first_token - state.started
+            )
         if queue_ms is not None:
             self._metrics.queue_seconds.observe(queue_ms / 1000)
         if state.retries:

@@ -25,6 +25,9 @@ async def run_worker(
     settings: Settings, keyring: Keyring, vault: StoredCredentials | None = None
 ) -> None:
     http = HttpClientPool(settings.http)
+    # Build the pooled client now: httpx imports its transport stack on first use,
+    # which should neither land on the first job's latency nor run deep in a job's stack.
+    http.client  # noqa: B018
     registry = default_registry(http, settings.provider_urls)
     executor = Executor(registry, CredentialResolver(keyring, vault), settings.retry)
     metrics = WorkerMetrics()

@@ -18,7 +18,11 @@ pytestmark = pytest.mark.integration
 
 
 async def test_canary_key_never_leaks(
-    spawn_worker: SpawnWorker, amqp_url: str, keyring: Keyring, mock: RunningMock, dead_letters: object
+    spawn_worker: SpawnWorker,
+    amqp_url: str,
+    keyring: Keyring,
+    mock: RunningMock,
+    dead_letters: object,
 ) -> None:
     worker = await spawn_worker()
     frames: list[bytes] = []
@@ -40,7 +44,9 @@ async def test_canary_key_never_leaks(
         async for _ in client.stream_chat(good, msgs):
             pass
         assert (await client.chat(good, msgs)).message is not None
-        assert (await client.embed(sealed_target(keyring, model="e", key=CANARY_KEY), ["a", "b"])).embeddings
+        assert (
+            await client.embed(sealed_target(keyring, model="e", key=CANARY_KEY), ["a", "b"])
+        ).embeddings
         assert (await client.verify(good)).ok
         for model in (failing, denied):
             with pytest.raises(FleetError):
@@ -50,7 +56,9 @@ async def test_canary_key_never_leaks(
         with pytest.raises(FleetError):
             await client.chat(unknown, msgs)
         mismatched = sealed_target(keyring, key=CANARY_KEY)
-        mismatched = type(mismatched)(provider="openai", model="x", credential=mismatched.credential)
+        mismatched = type(mismatched)(
+            provider="openai", model="x", credential=mismatched.credential
+        )
         with pytest.raises(FleetError):
             await client.chat(mismatched, msgs)
     await mock_admin(mock, "DELETE", "/_mock/faults")

@@ -251,3 +251,13 @@ async def test_empty_stream_yields_nothing() -> None:
     opener = Streams([])
     assert await collect(stream_with_retry(FAST, opener)) == []
     assert opener.closed == 1
+
+
+async def test_lambda_returning_a_coroutine_is_awaited() -> None:
+    """Workers pass `lambda: provider.chat(...)`; the result must be the value, not a coroutine."""
+    from providers.retry import RetryPolicy, call_with_retry
+
+    async def answer() -> int:
+        return 42
+
+    assert await call_with_retry(RetryPolicy(), lambda: answer()) == 42
