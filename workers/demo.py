@@ -34,14 +34,16 @@ def free_port() -> int:
         return port
 
 
-async def wait_http(url: str, within: float = 30.0) -> None:
+async def wait_http(url: str, within: float = 30.0, *, check: str | None = None) -> None:
+    """Poll until `url` answers 200 (or, for a readiness page, until `check` is true)."""
     give_up = time.monotonic() + within
     async with httpx.AsyncClient() as http:
         while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if (
-                    await http.get(url, headers={"Authorization": f"Bearer {MOCK_KEY}"})
-                ).status_code == 200:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                r = await http.get(url, headers={"Authorization": f"Bearer {MOCK_KEY}"})
+                if check is None and r.status_code == 200:
+                    return
+                if check is not None and r.json().get("checks", {}).get(check):
                     return
             if time.monotonic() > give_up:
                 raise TimeoutError(f"{url} did not become ready within {within:.0f}s")
@@ -126,7 +128,7 @@ async def run_demo(*, n_workers: int, n_texts: int, prompt: str) -> int:
                 )
             )
         await wait_http(f"http://127.0.0.1:{mock_port}/v1/models")
-        await asyncio.gather(*(wait_http(url) for url in health))
+        await asyncio.gather(*(wait_http(url, check="broker") for url in health))
         target = Target(
             provider="mock",
             model="mock-chat-1",

@@ -50,6 +50,13 @@ class _Session:
     publish: AbstractConnection
     raw_publish: Any  # aiormq channel with confirms + on_return_raises
     consumers: list[tuple[AbstractQueue, str]] = field(default_factory=list)
+    # aio-pika resolves `closed()` only on a local close(); a broker-side close
+    # (restart, forced close, network loss) is reported through close_callbacks.
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def watch(self) -> None:
+        for conn in (self.consume, self.publish):
+            conn.close_callbacks.add(lambda *_: self.lost.set())
 
     async def close(self) -> None:
         for conn in (self.consume, self.publish):
@@ -77,7 +84,7 @@ class Worker:
     @property
     def broker_connected(self) -> bool:
         s = self._session
-        return s is not None and not s.consume.is_closed and not s.publish.is_closed
+        return s is not None and not s.lost.is_set()
 
     async def run(self) -> None:
         delay = self._settings.reconnect_delay
@@ -115,6 +122,7 @@ class Worker:
             await consume.close()
             raise
         session = _Session(consume=consume, publish=publish, raw_publish=None)
+        session.watch()
         try:
             pub_channel = await publish.channel(publisher_confirms=True, on_return_raises=True)
             session.raw_publish = await pub_channel.get_underlay_channel()
@@ -144,16 +152,13 @@ class Worker:
 
     async def _serve(self, session: _Session) -> None:
         stop = asyncio.ensure_future(self._stop.wait())
-        lost = [
-            asyncio.ensure_future(session.consume.closed()),
-            asyncio.ensure_future(session.publish.closed()),
-        ]
+        lost = asyncio.ensure_future(session.lost.wait())
         try:
-            await asyncio.wait([stop, *lost], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([stop, lost], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for f in (stop, *lost):
-                f.cancel()
-        if self._stop.is_set() and self.broker_connected:
+            stop.cancel()
+            lost.cancel()
+        if self._stop.is_set() and not session.lost.is_set():
             await self._drain(session)
             return
         log.warning("broker_connection_lost", inflight=len(self._tasks))
