@@ -453,3 +453,32 @@ class TestTimeouts:
         async with FleetClient(amqp_url, default_timeout=0.5) as client:
             with pytest.raises(ProviderTimeout):
                 await client.chat(target, [Message(role="user", content="anyone?")])
+
+
+class TestDeadLetterNotice:
+    async def test_producer_hears_about_a_job_the_broker_dead_lettered(
+        self, spawn_worker: SpawnWorker, amqp_url: str
+    ) -> None:
+        """What the broker does when x-delivery-limit is exceeded, replayed through llm.dlx."""
+        await spawn_worker()
+        conn = await aio_pika.connect(amqp_url)
+        try:
+            channel = await conn.channel(publisher_confirms=True)
+            replies = await channel.declare_queue(exclusive=True)
+            dlx = await channel.get_exchange(t.DEAD_LETTER_EXCHANGE)
+            await dlx.publish(
+                aio_pika.Message(
+                    b"\x80",
+                    reply_to=replies.name,
+                    correlation_id="poison-1",
+                    headers={
+                        "x-death": [{"reason": "delivery_limit", "queue": "llm.chat", "count": 1}]
+                    },
+                ),
+                routing_key="",
+            )
+            frame = decode_frame((await TestBadInput._get(replies)).body)
+        finally:
+            await conn.close()
+        assert isinstance(frame, Error) and frame.request_id == "poison-1"
+        assert frame.code == "internal" and "delivery_limit" in frame.message

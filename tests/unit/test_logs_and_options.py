@@ -1,0 +1,92 @@
+"""Log redaction and the seed's `model.*` option mapping."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+import structlog
+
+from contracts.errors import ContractError
+from providers.options import ModelOptions
+from workers.logs import LIVE_SECRETS, configure_logging
+
+
+class TestRedaction:
+    def test_secret_values_and_sensitive_keys_are_redacted(self) -> None:
+        out = io.StringIO()
+        configure_logging("json", "DEBUG", stream=out)
+        log = structlog.get_logger("t")
+        with LIVE_SECRETS.holding(["sk-live-canary-42"]):
+            log.info(
+                "calling",
+                api_key="sk-anything",
+                detail="provider said sk-live-canary-42 is bad",
+                nested={"authorization": "Bearer x", "ok": ["sk-live-canary-42"]},
+            )
+            logging.getLogger("thirdparty").warning("raw line with sk-live-canary-42")
+        log.info("after", detail="sk-live-canary-42")  # no longer open: nothing to scrub
+        lines = [json.loads(line) for line in out.getvalue().splitlines()]
+        assert lines[0]["api_key"] == "[redacted]"
+        assert "sk-live-canary-42" not in json.dumps(lines[:2])
+        assert lines[0]["nested"]["authorization"] == "[redacted]"
+        assert "[redacted]" in lines[1]["event"]
+        assert lines[2]["detail"] == "sk-live-canary-42"
+
+    def test_context_is_bound_per_job(self) -> None:
+        out = io.StringIO()
+        configure_logging("json", "INFO", stream=out)
+        structlog.contextvars.bind_contextvars(
+            request_id="r1", provider="openai", model="m", attempt=2
+        )
+        try:
+            structlog.get_logger("t").info("x")
+        finally:
+            structlog.contextvars.clear_contextvars()
+        line = json.loads(out.getvalue())
+        assert (line["request_id"], line["provider"], line["model"], line["attempt"]) == (
+            "r1",
+            "openai",
+            "m",
+            2,
+        )
+
+
+class TestModelOptions:
+    def test_seed_keys_with_loose_types(self) -> None:
+        o = ModelOptions.from_mapping(
+            {
+                "model.name": "gpt",
+                "model.temperature": "0.5",
+                "model.max_completion_tokens": "12",
+                "model.stop": "a,b",
+                "top_p": 1,
+                "model.seed": 7.0,
+                "model.tool_choice": "auto",
+                "model.response_format": '{"type": "json_object"}',
+                "model.reasoning_effort": "high",
+            }
+        )
+        assert (o.temperature, o.max_tokens, o.stop, o.top_p, o.seed) == (
+            0.5,
+            12,
+            ("a", "b"),
+            1.0,
+            7,
+        )
+        assert o.response_format == {"type": "json_object"} and o.tool_choice == "auto"
+
+    @pytest.mark.parametrize(
+        ("raw", "field"),
+        [
+            ({"model.temperature": "hot"}, "options.model.temperature"),
+            ({"max_tokens": True}, "options.max_tokens"),
+            ({"stop": [1]}, "options.stop"),
+        ],
+    )
+    def test_bad_values_name_the_field(self, raw: dict[str, object], field: str) -> None:
+        with pytest.raises(ContractError) as info:
+            ModelOptions.from_mapping(raw)
+        assert info.value.field == field
