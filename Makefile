@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench install services migrate clean
+.PHONY: demo test lint bench install services clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,7 @@ services: install
 	@PYTHON=$(BIN)/python scripts/ensure-services.sh
 
 demo: services
+	$(BIN)/llm-fleet migrate
 	$(BIN)/llm-fleet demo
 
 test: services

@@ -26,7 +26,9 @@ TEST_VHOST = "llm-fleet-test"
 def _reachable(url: str, default_port: int) -> bool:
     parts = urllib.parse.urlsplit(url)
     try:
-        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 2).close()
+        socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 2
+        ).close()
     except OSError:
         return False
     return True
@@ -49,7 +51,8 @@ def _isolated_vhost(url: str) -> str:
     subprocess.run([*run, "add_vhost", TEST_VHOST], capture_output=True, check=True)
     subprocess.run(
         [*run, "set_permissions", "-p", TEST_VHOST, parts.username or "guest", ".*", ".*", ".*"],
-        capture_output=True, check=True,
+        capture_output=True,
+        check=True,
     )
     return urllib.parse.urlunsplit(parts._replace(path="/" + TEST_VHOST))
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from workers.cli_vault import creds, migrate_cmd
 from workers.config import ConfigError, Settings
 from workers.crypto import Keyring, KeyringError, seal, secret_fields
 from workers.logs import configure_logging
@@ -38,10 +39,16 @@ def main() -> None:
 
 @main.command()
 @click.option("--queues", help="Comma-separated queues to consume (llm.chat,llm.embed,llm.batch).")
-@click.option("--concurrency", type=int, help="Jobs run at once (= prefetch). Env FLEET_CONCURRENCY.")
+@click.option(
+    "--concurrency", type=int, help="Jobs run at once (= prefetch). Env FLEET_CONCURRENCY."
+)
 @click.option("--grace", "grace_period", type=float, help="Seconds in-flight jobs get on SIGTERM.")
-@click.option("--health-port", type=int, help="Port for /healthz/, /readiness/, /metrics (0 = off).")
-@click.option("--log-format", type=click.Choice(["json", "console"]), default="json", show_default=True)
+@click.option(
+    "--health-port", type=int, help="Port for /healthz/, /readiness/, /metrics (0 = off)."
+)
+@click.option(
+    "--log-format", type=click.Choice(["json", "console"]), default="json", show_default=True
+)
 @click.option("--log-level", default=None, help="Log level (default INFO, env FLEET_LOG_LEVEL).")
 def worker(
     queues: str | None,
@@ -57,8 +64,11 @@ def worker(
     try:
         settings = Settings.from_env(
             queues=tuple(q for q in queues.split(",") if q) if queues else None,
-            concurrency=concurrency, grace_period=grace_period, health_port=health_port,
-            log_format=log_format, log_level=log_level,
+            concurrency=concurrency,
+            grace_period=grace_period,
+            health_port=health_port,
+            log_format=log_format,
+            log_level=log_level,
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
@@ -83,21 +93,44 @@ def seal_cmd(provider: str) -> None:
 @main.command("mock-provider")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8900, show_default=True)
-@click.option("--profile", type=click.Choice(["instant", "realistic"]), default="instant", show_default=True)
+@click.option(
+    "--profile", type=click.Choice(["instant", "realistic"]), default="instant", show_default=True
+)
 @click.option("--ttft-ms", type=float, help="Delay before the first token (overrides the profile).")
 @click.option("--tokens-per-sec", type=float, help="Token rate; 0 = as fast as possible.")
 @click.option("--tokens", type=int, help="Tokens per answer when the request sets no max_tokens.")
-@click.option("--api-key", "api_keys", multiple=True, help="Accepted bearer key (repeatable). Default: mock-key.")
+@click.option(
+    "--api-key",
+    "api_keys",
+    multiple=True,
+    help="Accepted bearer key (repeatable). Default: mock-key.",
+)
 @click.option("--accept-any-key", is_flag=True, help="Accept every bearer key.")
 @click.option("--embed-dims", type=int, help="Embedding size when the request sets no dimensions.")
 @click.option("--fault-rate", type=float, help="Fraction of requests that get --fault-kind.")
-@click.option("--fault-kind", help="Fault for --fault-rate (e.g. 500, 429:retry-after=1, drop-after:3).")
-@click.option("--stamp-tokens", is_flag=True, help="Token text carries its emission time (benchmarks).")
-@click.option("--processes", type=int, default=1, show_default=True, help="Server processes sharing the port.")
+@click.option(
+    "--fault-kind", help="Fault for --fault-rate (e.g. 500, 429:retry-after=1, drop-after:3)."
+)
+@click.option(
+    "--stamp-tokens", is_flag=True, help="Token text carries its emission time (benchmarks)."
+)
+@click.option(
+    "--processes", type=int, default=1, show_default=True, help="Server processes sharing the port."
+)
 def mock_provider(
-    host: str, port: int, profile: str, ttft_ms: float | None, tokens_per_sec: float | None,
-    tokens: int | None, api_keys: tuple[str, ...], accept_any_key: bool, embed_dims: int | None,
-    fault_rate: float | None, fault_kind: str | None, stamp_tokens: bool, processes: int,
+    host: str,
+    port: int,
+    profile: str,
+    ttft_ms: float | None,
+    tokens_per_sec: float | None,
+    tokens: int | None,
+    api_keys: tuple[str, ...],
+    accept_any_key: bool,
+    embed_dims: int | None,
+    fault_rate: float | None,
+    fault_kind: str | None,
+    stamp_tokens: bool,
+    processes: int,
 ) -> None:
     """Serve a faithful mock of the OpenAI-compatible API (for tests, demos and load tests)."""
     from dataclasses import replace
@@ -106,8 +139,12 @@ def mock_provider(
     from providers.mock.server import run_mock
 
     overrides: dict[str, Any] = {
-        "ttft_ms": ttft_ms, "tokens_per_sec": tokens_per_sec, "max_tokens_default": tokens,
-        "embed_dims": embed_dims, "fault_rate": fault_rate, "fault_kind": fault_kind,
+        "ttft_ms": ttft_ms,
+        "tokens_per_sec": tokens_per_sec,
+        "max_tokens_default": tokens,
+        "embed_dims": embed_dims,
+        "fault_rate": fault_rate,
+        "fault_kind": fault_kind,
     }
     config = replace(PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None})
     if api_keys:
@@ -118,14 +155,21 @@ def mock_provider(
 
 @main.command()
 @click.option("--workers", "n_workers", type=int, default=2, show_default=True)
-@click.option("--texts", type=int, default=200, show_default=True, help="Texts to embed in the backfill.")
-@click.option("--prompt", default="Explain in a few sentences why a message queue helps an AI platform.")
+@click.option(
+    "--texts", type=int, default=200, show_default=True, help="Texts to embed in the backfill."
+)
+@click.option(
+    "--prompt", default="Explain in a few sentences why a message queue helps an AI platform."
+)
 def demo(n_workers: int, texts: int, prompt: str) -> None:
     """Start a mock provider and a worker fleet, stream a chat answer, run an embedding backfill."""
     from workers.demo import run_demo
 
     sys.exit(run_async(run_demo(n_workers=n_workers, n_texts=texts, prompt=prompt)))
 
+
+main.add_command(migrate_cmd)
+main.add_command(creds)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

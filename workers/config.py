@@ -62,7 +62,9 @@ class CoalesceSettings:
 @dataclass(frozen=True, slots=True)
 class Settings:
     amqp_url: str = DEFAULT_AMQP_URL
-    database_url: str = DEFAULT_DATABASE_URL
+    database_url: str = DEFAULT_DATABASE_URL  # "" = no credential store (sealed credentials only)
+    vault_cache_ttl: float = 10.0  # seconds an *encrypted* row may be reused; 0 = always query
+    migrations_dir: str = ""  # "" = the SQL shipped with the code
     queues: tuple[str, ...] = (QUEUE_CHAT, QUEUE_EMBED)
     concurrency: int = 64
     delivery_limit: int = DEFAULT_DELIVERY_LIMIT
@@ -85,6 +87,8 @@ class Settings:
         base = cls(
             amqp_url=env.get("AMQP_URL", DEFAULT_AMQP_URL),
             database_url=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
+            vault_cache_ttl=_float(env, "FLEET_VAULT_CACHE_SECONDS", 10.0),
+            migrations_dir=env.get("FLEET_MIGRATIONS_DIR", ""),
             concurrency=_int(env, "FLEET_CONCURRENCY", 64),
             delivery_limit=_int(env, "FLEET_DELIVERY_LIMIT", DEFAULT_DELIVERY_LIMIT),
             grace_period=_float(env, "FLEET_GRACE_SECONDS", 30.0),

@@ -77,13 +77,14 @@ def load_migrations(directory: Path) -> list[Migration]:
         )
         if migration.version in found:
             raise MigrationError(
-                f"{path.name} and {found[migration.version].filename} share version {migration.version:04d}"
+                f"{path.name} and {found[migration.version].filename} "
+                f"share version {migration.version:04d}"
             )
         found[migration.version] = migration
     return [found[v] for v in sorted(found)]
 
 
-def _with_database(database_url: str, dbname: str) -> str:
+def with_database(database_url: str, dbname: str) -> str:
     parts = urllib.parse.urlsplit(database_url)
     return urllib.parse.urlunsplit(parts._replace(path="/" + urllib.parse.quote(dbname)))
 
@@ -107,7 +108,7 @@ async def ensure_database(database_url: str) -> bool:
         await conn.close()
         return False
     name = database_name(database_url)
-    admin = await asyncpg.connect(_with_database(database_url, "postgres"), timeout=CONNECT_TIMEOUT)
+    admin = await asyncpg.connect(with_database(database_url, "postgres"), timeout=CONNECT_TIMEOUT)
     try:
         await admin.execute(f"CREATE DATABASE {quote_ident(name)}")
     except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
@@ -121,13 +122,14 @@ async def ensure_database(database_url: str) -> bool:
 async def _check_applied(conn: asyncpg.Connection, known: list[Migration]) -> set[int]:
     by_version = {m.version: m for m in known}
     applied: set[int] = set()
-    for row in await conn.fetch(f"SELECT version, name, checksum FROM {SCHEMA_TABLE} ORDER BY version"):
+    rows = await conn.fetch(f"SELECT version, name, checksum FROM {SCHEMA_TABLE} ORDER BY version")
+    for row in rows:
         version, name, checksum = int(row["version"]), str(row["name"]), str(row["checksum"])
         mine = by_version.get(version)
         if mine is None:
             raise MigrationError(
-                f"the database has migration {version:04d}_{name} applied, which this code does not "
-                "have: it is older than the database schema"
+                f"the database has migration {version:04d}_{name} applied, which this code "
+                "does not have: it is older than the database schema"
             )
         if mine.checksum != checksum or mine.name != name:
             raise MigrationError(

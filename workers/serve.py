@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 import structlog
 
+from contracts.errors import ProviderUnavailable
 from providers.http import HttpClientPool
 from providers.registry import default_registry
 from workers.config import Settings
@@ -17,19 +18,46 @@ from workers.execute import Executor
 from workers.health import build_health_app, start_health_server
 from workers.metrics import WorkerMetrics
 from workers.runtime import Worker
+from workers.vault import Vault
+from workers.vault_keys import check_keys
 
 log = structlog.get_logger("llm_fleet.serve")
+
+
+async def open_vault(settings: Settings, keyring: Keyring) -> Vault | None:
+    """The credential store, or None when DATABASE_URL is empty.
+
+    Refuses to start (SystemExit) when stored credentials are under keys this
+    worker lacks: better one clear line at start-up than an `unauthorized` on
+    every job. An unreachable database is only a warning: sealed credentials
+    still work, stored ones are retried per job, and readiness shows it.
+    """
+    if not settings.database_url:
+        return None
+    vault = Vault(settings.database_url, keyring, cache_ttl=settings.vault_cache_ttl)
+    try:
+        problems = await check_keys(vault, keyring)
+    except ProviderUnavailable as exc:
+        log.warning("credential_store_unreachable_at_start", error=exc.message)
+        return vault
+    if problems:
+        await vault.close()
+        for problem in problems:
+            log.error("credential_keys_missing", problem=problem)
+        raise SystemExit("worker refused to start: " + "; ".join(problems))
+    return vault
 
 
 async def run_worker(
     settings: Settings, keyring: Keyring, vault: StoredCredentials | None = None
 ) -> None:
+    owned = await open_vault(settings, keyring) if vault is None else None
     http = HttpClientPool(settings.http)
     # Build the pooled client now: httpx imports its transport stack on first use,
     # which should neither land on the first job's latency nor run deep in a job's stack.
     http.client  # noqa: B018
     registry = default_registry(http, settings.provider_urls)
-    executor = Executor(registry, CredentialResolver(keyring, vault), settings.retry)
+    executor = Executor(registry, CredentialResolver(keyring, vault or owned), settings.retry)
     metrics = WorkerMetrics()
     worker = Worker(settings, executor, metrics)
     loop = asyncio.get_running_loop()
@@ -37,18 +65,29 @@ async def run_worker(
         loop.add_signal_handler(sig, worker.request_stop)
 
     async def readiness() -> Mapping[str, bool]:
-        return {"broker": worker.broker_connected}
+        checks = {"broker": worker.broker_connected}
+        if owned is not None:
+            checks["database"] = await owned.ping()
+        return checks
 
     runner = None
     if settings.health_port:
-        runner = await start_health_server(build_health_app(metrics, readiness), settings.health_port)
+        runner = await start_health_server(
+            build_health_app(metrics, readiness), settings.health_port
+        )
     log.info(
-        "worker_starting", worker=settings.worker_id, key_id=keyring.active_kid,
-        providers=registry.names(), health_port=settings.health_port or None,
+        "worker_starting",
+        worker=settings.worker_id,
+        key_id=keyring.active_kid,
+        providers=registry.names(),
+        health_port=settings.health_port or None,
+        credential_store=owned is not None or vault is not None,
     )
     try:
         await worker.run()
     finally:
         await http.aclose()
+        if owned is not None:
+            await owned.close()
         if runner is not None:
             await runner.cleanup()

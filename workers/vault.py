@@ -41,7 +41,6 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError,  # admin shutdown, "the database system is starting up"
     asyncpg.InsufficientResourcesError,  # too many connections
-    asyncpg.InvalidCatalogNameError,  # the database itself does not exist (yet)
     asyncpg.InterfaceError,
     OSError,
     TimeoutError,
@@ -117,20 +116,14 @@ def encrypt_fields(
     return keyring.encrypt(plaintext, row_aad(credential_id, provider))
 
 
+def reencrypt_row(keyring: Keyring, row: SealedRow) -> tuple[str, bytes, bytes]:
+    """The row's plaintext under the active key (for rotation); the bytes never leave here."""
+    return keyring.encrypt(_decrypt(keyring, row), row_aad(row.id, row.provider))
+
+
 def decrypt_row(keyring: Keyring, row: SealedRow) -> Secret:
     """Open one row. Errors say which row and key id, never anything of the contents."""
-    if row.key_id not in keyring.kids:
-        raise Unauthorized(
-            f"credential {row.id} is encrypted under key id {row.key_id!r}, "
-            "which this worker's INTEGRATION_CRYPTO_KEY(S) does not provide"
-        )
-    try:
-        plaintext = keyring.decrypt(row.key_id, row.nonce, row.ciphertext, row_aad(row.id, row.provider))
-    except (InvalidTag, ValueError):
-        raise Unauthorized(
-            f"credential {row.id} does not decrypt with key id {row.key_id!r}: the stored "
-            "ciphertext was altered or moved from another row, or the key is wrong"
-        ) from None
+    plaintext = _decrypt(keyring, row)
     try:
         fields = json.loads(plaintext)
     except ValueError:
@@ -138,6 +131,21 @@ def decrypt_row(keyring: Keyring, row: SealedRow) -> Secret:
     if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
         raise Unauthorized(f"credential {row.id} decrypts but does not hold a field map")
     return Secret(fields)
+
+
+def _decrypt(keyring: Keyring, row: SealedRow) -> bytes:
+    if row.key_id not in keyring.kids:
+        raise Unauthorized(
+            f"credential {row.id} is encrypted under key id {row.key_id!r}, "
+            "which the configured INTEGRATION_CRYPTO_KEY(S) does not provide"
+        )
+    try:
+        return keyring.decrypt(row.key_id, row.nonce, row.ciphertext, row_aad(row.id, row.provider))
+    except (InvalidTag, ValueError):
+        raise Unauthorized(
+            f"credential {row.id} does not decrypt with key id {row.key_id!r}: the stored "
+            "ciphertext was altered or moved from another row, or the key is wrong"
+        ) from None
 
 
 class _RowCache:
@@ -217,8 +225,14 @@ class Vault:
             pool = await self._get_pool()
             async with pool.acquire(timeout=self._connect_timeout + self._command_timeout) as conn:
                 yield conn
+        except asyncpg.InvalidCatalogNameError:
+            raise ProviderUnavailable(
+                "credential store database does not exist: run `llm-fleet migrate`"
+            ) from None
         except UNAVAILABLE_ERRORS as exc:
-            raise ProviderUnavailable(f"credential store unreachable ({type(exc).__name__})") from None
+            raise ProviderUnavailable(
+                f"credential store unreachable ({type(exc).__name__})"
+            ) from None
         except asyncpg.UndefinedTableError:
             raise ProviderUnavailable(
                 "credential store has no credentials table: run `llm-fleet migrate`"
@@ -299,7 +313,8 @@ class Vault:
         try:
             async with self.connection() as conn:
                 await conn.execute(
-                    "INSERT INTO credentials (id, tenant, provider, name, key_id, nonce, ciphertext)"
+                    "INSERT INTO credentials"
+                    " (id, tenant, provider, name, key_id, nonce, ciphertext)"
                     " VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     uuid.UUID(cid), tenant, provider, name, kid, nonce, ct,
                 )
@@ -308,11 +323,17 @@ class Vault:
                 f"tenant {tenant!r} already has a live {provider} credential named {name!r}; "
                 "revoke it first or choose another name"
             ) from None
-        log.info("credential_added", credential_id=cid, tenant=tenant, provider=provider, key_id=kid)
+        log.info(
+            "credential_added", credential_id=cid, tenant=tenant, provider=provider, key_id=kid
+        )
         return cid
 
     async def list(
-        self, *, provider: str | None = None, tenant: str | None = None, include_revoked: bool = False
+        self,
+        *,
+        provider: str | None = None,
+        tenant: str | None = None,
+        include_revoked: bool = False,
     ) -> builtins.list[CredentialInfo]:
         """Metadata only: the ciphertext is not even selected."""
         async with self.connection() as conn:
@@ -330,7 +351,9 @@ class Vault:
         if cid is None:
             return None
         async with self.connection() as conn:
-            r = await conn.fetchrow(f"SELECT {_COLUMNS} FROM credentials WHERE id = $1", uuid.UUID(cid))
+            r = await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM credentials WHERE id = $1", uuid.UUID(cid)
+            )
         return None if r is None else CredentialInfo.from_record(r)
 
     async def revoke(self, credential_id: str) -> bool:
@@ -345,7 +368,8 @@ class Vault:
             status = await conn.fetchval(
                 "WITH target AS (SELECT id, revoked_at FROM credentials WHERE id = $1 FOR UPDATE),"
                 " done AS (UPDATE credentials c SET revoked_at = now(), updated_at = now()"
-                "   FROM target WHERE c.id = target.id AND target.revoked_at IS NULL RETURNING c.id)"
+                "   FROM target WHERE c.id = target.id AND target.revoked_at IS NULL"
+                "   RETURNING c.id)"
                 " SELECT CASE WHEN EXISTS (SELECT 1 FROM done) THEN 'revoked'"
                 "   WHEN EXISTS (SELECT 1 FROM target) THEN 'already' ELSE 'missing' END",
                 uuid.UUID(cid),

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from contracts.errors import Unauthorized
 from workers.crypto import Keyring
-from workers.vault import SealedRow, Vault, decrypt_row, encrypt_fields
+from workers.vault import SealedRow, Vault, decrypt_row, reencrypt_row
 
 _SAMPLE_PER_KEY = 3
 
@@ -90,25 +90,17 @@ async def _rotate_batch(vault: Vault, keyring: Keyring, size: int, report: Rotat
         for rec in rows:
             row = SealedRow.from_record(rec)
             try:
-                secret = decrypt_row(keyring, row)
+                kid, nonce, ct = reencrypt_row(keyring, row)
             except Unauthorized as exc:
                 report.unreadable[row.id] = exc.message
                 continue
-            fields = {k: v for k in secret_names(secret) if (v := secret.get(k)) is not None}
-            kid, nonce, ct = encrypt_fields(keyring, row.id, row.provider, fields)
             await conn.execute(
-                "UPDATE credentials SET key_id = $2, nonce = $3, ciphertext = $4, updated_at = now()"
-                " WHERE id = $1 AND key_id = $5",
+                "UPDATE credentials SET key_id = $2, nonce = $3, ciphertext = $4,"
+                " updated_at = now() WHERE id = $1 AND key_id = $5",
                 rec["id"], kid, nonce, ct, row.key_id,
             )
             report.rotated += 1
     return len(rows)
-
-
-def secret_names(secret: object) -> list[str]:
-    """Field names of a Secret (its repr lists names only, by design; use the slot)."""
-    fields = getattr(secret, "_fields", {})
-    return sorted(fields) if isinstance(fields, dict) else []
 
 
 async def rotate(
@@ -133,7 +125,8 @@ async def rotate(
     async with vault.connection() as conn:
         report.remaining = int(
             await conn.fetchval(
-                "SELECT count(*) FROM credentials WHERE key_id <> $1 AND NOT (id = ANY($2::uuid[]))",
+                "SELECT count(*) FROM credentials"
+                " WHERE key_id <> $1 AND NOT (id = ANY($2::uuid[]))",
                 keyring.active_kid, [uuid.UUID(i) for i in report.unreadable],
             )
         )

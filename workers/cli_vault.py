@@ -1,0 +1,242 @@
+"""`llm-fleet migrate` and `llm-fleet creds add|list|verify|revoke|rotate`.
+
+Secrets enter through stdin or a named environment variable, never through
+argv (which `ps` and shell history show to everyone). Nothing here prints a
+secret: `list` does not even select the ciphertext.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import asyncpg
+import click
+
+from contracts.errors import FleetError
+from workers.config import ConfigError, Settings
+from workers.crypto import Keyring, KeyringError, secret_fields
+from workers.logs import configure_logging
+from workers.migrate import MigrationError, migrate, migrations_dir
+from workers.vault import CredentialExists, CredentialInfo, Vault, parse_id
+from workers.vault_keys import RotationReport, rotate
+
+T = TypeVar("T")
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    # Library log lines go to stderr, so stdout carries only results (`ID=$(creds add ...)`).
+    configure_logging("console", "WARNING")
+    if not settings.database_url:
+        raise click.ClickException("DATABASE_URL is empty: the credential commands need PostgreSQL")
+    return settings
+
+
+def _keyring() -> Keyring:
+    try:
+        return Keyring.from_env(os.environ)
+    except KeyringError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _with_vault(fn: Callable[[Vault], Awaitable[T]], keyring: Keyring | None = None) -> T:
+    """Run one vault operation; turn expected failures into one clear CLI error."""
+    settings = _settings()
+
+    async def go() -> T:
+        vault = Vault(settings.database_url, keyring, cache_ttl=0)
+        try:
+            return await fn(vault)
+        finally:
+            await vault.close()
+
+    try:
+        return _run(go())
+    except FleetError as exc:
+        raise click.ClickException(exc.message) from None
+    except (CredentialExists, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command("migrate")
+def migrate_cmd() -> None:
+    """Create the database if needed and apply missing SQL migrations (DATABASE_URL)."""
+    settings = _settings()
+    try:
+        directory = migrations_dir(settings.migrations_dir or None)
+        applied = _run(migrate(settings.database_url, directory))
+    except MigrationError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        # asyncpg messages name the server, database and role, never the password.
+        raise click.ClickException(f"migration failed: {type(exc).__name__}: {exc}") from None
+    for name in applied:
+        click.echo(f"applied {name}")
+    click.echo("database schema is up to date" if not applied else f"{len(applied)} applied")
+
+
+@click.group("creds")
+def creds() -> None:
+    """Provider credentials stored encrypted in PostgreSQL (AES-256-GCM)."""
+
+
+def _read_secret(from_env: str | None) -> dict[str, str]:
+    if from_env:
+        text = os.environ.get(from_env)
+        if not text:
+            raise click.ClickException(f"environment variable {from_env} is not set or empty")
+    elif sys.stdin.isatty():
+        text = click.prompt("API key (or JSON object of fields)", hide_input=True)
+    else:
+        text = sys.stdin.read()
+    try:
+        return secret_fields(text)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@creds.command("add")
+@click.option("--provider", required=True, help="Provider the key is for (e.g. openai).")
+@click.option("--name", required=True, help="A name unique per tenant and provider.")
+@click.option("--tenant", default="default", show_default=True)
+@click.option("--from-env", "from_env", metavar="VAR", help="Read the secret from this env var.")
+def add_cmd(provider: str, name: str, tenant: str, from_env: str | None) -> None:
+    """Store a key read from stdin (or --from-env VAR); print the new credential id.
+
+    The input is either the bare API key or a JSON object of string fields
+    (api_key, base_url, endpoint, deployment, region, project, ...).
+    """
+    fields = _read_secret(from_env)
+    keyring = _keyring()
+    cid = _with_vault(lambda v: v.add(tenant, provider, name, fields), keyring)
+    click.echo(cid)
+
+
+def _when(info: CredentialInfo, attr: str) -> str:
+    value = getattr(info, attr)
+    return "-" if value is None else str(value.replace(microsecond=0).isoformat())
+
+
+@creds.command("list")
+@click.option("--provider", help="Only this provider.")
+@click.option("--tenant", help="Only this tenant.")
+@click.option("--all", "include_revoked", is_flag=True, help="Include revoked credentials.")
+def list_cmd(provider: str | None, tenant: str | None, include_revoked: bool) -> None:
+    """Show stored credentials (metadata only; secrets are never shown)."""
+    rows = _with_vault(
+        lambda v: v.list(provider=provider, tenant=tenant, include_revoked=include_revoked)
+    )
+    table = [("ID", "TENANT", "PROVIDER", "NAME", "KEY ID", "CREATED", "REVOKED")]
+    table += [
+        (r.id, r.tenant, r.provider, r.name, r.key_id, _when(r, "created_at"),
+         _when(r, "revoked_at"))
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _existing(credential_id: str) -> CredentialInfo:
+    if parse_id(credential_id) is None:
+        raise click.ClickException(f"{credential_id!r} is not a credential id (a uuid)")
+    info = _with_vault(lambda v: v.get_row(credential_id))
+    if info is None:
+        raise click.ClickException(f"no credential with id {credential_id}")
+    return info
+
+
+@creds.command("verify")
+@click.argument("credential_id")
+@click.option("--model", default="verify", show_default=True, help="Model name sent with the job.")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait.")
+def verify_cmd(credential_id: str, model: str, timeout: float) -> None:
+    """Ask the provider, through the fleet, whether a stored credential works."""
+    from contracts.client import FleetClient
+    from contracts.jobs import Credential, Target
+
+    info = _existing(credential_id)
+    if info.revoked_at is not None:
+        revoked = _when(info, "revoked_at")
+        raise click.ClickException(f"credential {info.id} was revoked at {revoked}")
+    target = Target(provider=info.provider, model=model, credential=Credential(id=info.id))
+
+    async def ask() -> tuple[bool, str]:
+        async with FleetClient(_settings().amqp_url, default_timeout=timeout) as client:
+            try:
+                result = await client.verify(target, deadline=time.time() + timeout)
+            except FleetError as exc:
+                return False, f"{exc.code.value}: {exc.message}"
+        return result.ok, result.detail
+
+    try:
+        ok, detail = _run(ask())
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach RabbitMQ: {type(exc).__name__}") from None
+    click.echo(f"{'ok' if ok else 'not ok'}: {info.provider} credential {info.id}: {detail}")
+    if not ok:
+        sys.exit(1)
+
+
+@creds.command("revoke")
+@click.argument("credential_id")
+def revoke_cmd(credential_id: str) -> None:
+    """Revoke a credential: workers refuse it (within their few-second row cache)."""
+    info = _existing(credential_id)
+    if _with_vault(lambda v: v.revoke(info.id)):
+        click.echo(f"revoked {info.id} ({info.tenant}/{info.provider}/{info.name})")
+    else:
+        click.echo(f"{info.id} was already revoked at {_when(info, 'revoked_at')}")
+
+
+@creds.command("rotate")
+@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option(
+    "--max-batches", type=click.IntRange(min=1), help="Stop after N batches (run again to resume)."
+)
+def rotate_cmd(batch_size: int, max_batches: int | None) -> None:
+    """Re-encrypt every row not under the active INTEGRATION_CRYPTO_KEY.
+
+    Old keys must be in INTEGRATION_CRYPTO_KEYS (kid:base64,...). Safe beside
+    running workers and safe to interrupt: run it again to continue.
+    """
+    keyring = _keyring()
+
+    def progress(r: RotationReport) -> None:
+        click.echo(f"batch {r.batches}: {r.rotated} re-encrypted under {r.active_kid!r} so far")
+
+    report = _with_vault(
+        lambda v: rotate(
+            v, keyring, batch_size=batch_size, max_batches=max_batches, on_batch=progress
+        ),
+        keyring,
+    )
+    click.echo(
+        f"re-encrypted {report.rotated} credential(s) under key id {report.active_kid!r} "
+        f"in {report.batches} batch(es); {report.remaining} still under other keys"
+    )
+    for cid, reason in sorted(report.unreadable.items()):
+        click.echo(f"cannot read {cid}: {reason}", err=True)
+    if report.unreadable:
+        raise click.ClickException(
+            f"{len(report.unreadable)} credential(s) could not be read and were left untouched; "
+            "add their key to INTEGRATION_CRYPTO_KEYS and run again"
+        )
+    if report.remaining and max_batches is not None:
+        click.echo("stopped at --max-batches; run again to continue")
+    elif report.remaining:
+        raise click.ClickException(
+            f"{report.remaining} row(s) were locked by another process; run again to finish"
+        )
