@@ -20,7 +20,7 @@ import pytest
 
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/postgres"
-TEST_VHOST = "llm-fleet-test"
+TEST_VHOST_PREFIX = "llm-fleet-test"
 
 
 def _reachable(url: str, default_port: int) -> bool:
@@ -40,28 +40,48 @@ def _docker_available() -> bool:
     return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
 
 
-def _isolated_vhost(url: str) -> str:
-    """Use a throwaway vhost on a local broker so tests never touch real queues."""
+def _rabbitmqctl(*args: str, check: bool = True) -> str:
+    out = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, check=check, text=True)
+    return out.stdout
+
+
+def _reap_stale_vhosts() -> None:
+    """Remove test vhosts left by sessions that were killed before their teardown."""
+    for name in _rabbitmqctl("list_vhosts", "name", check=False).split():
+        prefix, _, pid = name.rpartition("-")
+        if prefix == TEST_VHOST_PREFIX and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            _rabbitmqctl("delete_vhost", name, check=False)
+
+
+@contextlib.contextmanager
+def _isolated_vhost(url: str) -> Iterator[str]:
+    """A throwaway vhost per test session on a local broker.
+
+    Tests never touch real queues, and two sessions on one machine (CI beside a
+    developer, say) never purge each other's queues.
+    """
     parts = urllib.parse.urlsplit(url)
     local = parts.hostname in ("127.0.0.1", "localhost", "::1")
     if not local or shutil.which("rabbitmqctl") is None or os.environ.get("AMQP_URL"):
-        return url
-    run = ["rabbitmqctl", "-q"]
-    subprocess.run([*run, "delete_vhost", TEST_VHOST], capture_output=True, check=False)
-    subprocess.run([*run, "add_vhost", TEST_VHOST], capture_output=True, check=True)
-    subprocess.run(
-        [*run, "set_permissions", "-p", TEST_VHOST, parts.username or "guest", ".*", ".*", ".*"],
-        capture_output=True,
-        check=True,
-    )
-    return urllib.parse.urlunsplit(parts._replace(path="/" + TEST_VHOST))
+        yield url
+        return
+    _reap_stale_vhosts()
+    vhost = f"{TEST_VHOST_PREFIX}-{os.getpid()}"
+    _rabbitmqctl("delete_vhost", vhost, check=False)
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, parts.username or "guest", ".*", ".*", ".*")
+    try:
+        yield urllib.parse.urlunsplit(parts._replace(path="/" + vhost))
+    finally:
+        _rabbitmqctl("delete_vhost", vhost, check=False)
 
 
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
     url = os.environ.get("AMQP_URL", DEFAULT_AMQP)
     if _reachable(url, 5672):
-        yield _isolated_vhost(url)
+        with _isolated_vhost(url) as isolated:
+            yield isolated
         return
     if not _docker_available():
         pytest.fail(f"RabbitMQ is not reachable at {url} and no Docker engine can start one")
