@@ -329,11 +329,16 @@ class FleetClient:
 
     async def cancel(self, request_id: str) -> None:
         """Stop a job wherever it runs (or before it starts)."""
+        await self._control_message({"type": "cancel", "request_id": request_id})
+
+    async def credential_revoked(self, credential_id: str) -> None:
+        """Tell every worker to forget its cached copy of a stored credential now."""
+        await self._control_message({"type": "credential_revoked", "credential_id": credential_id})
+
+    async def _control_message(self, fields: dict[str, str]) -> None:
         if self._control is None:
             return
-        body = msgspec.msgpack.encode(
-            {"v": t.CONTRACT_VERSION, "type": "cancel", "request_id": request_id}
-        )
+        body = msgspec.msgpack.encode({"v": t.CONTRACT_VERSION, **fields})
         await self._control.publish(aio_pika.Message(body), routing_key="")
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:

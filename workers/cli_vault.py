@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import asyncpg
 import click
 
+from contracts.client import FleetClient
 from contracts.errors import FleetError
 from workers.config import ConfigError, Settings
 from workers.crypto import Keyring, KeyringError, secret_fields
@@ -140,8 +141,15 @@ def list_cmd(provider: str | None, tenant: str | None, include_revoked: bool) ->
     )
     table = [("ID", "TENANT", "PROVIDER", "NAME", "KEY ID", "CREATED", "REVOKED")]
     table += [
-        (r.id, r.tenant, r.provider, r.name, r.key_id, _when(r, "created_at"),
-         _when(r, "revoked_at"))
+        (
+            r.id,
+            r.tenant,
+            r.provider,
+            r.name,
+            r.key_id,
+            _when(r, "created_at"),
+            _when(r, "revoked_at"),
+        )
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
@@ -164,7 +172,6 @@ def _existing(credential_id: str) -> CredentialInfo:
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait.")
 def verify_cmd(credential_id: str, model: str, timeout: float) -> None:
     """Ask the provider, through the fleet, whether a stored credential works."""
-    from contracts.client import FleetClient
     from contracts.jobs import Credential, Target
 
     info = _existing(credential_id)
@@ -193,12 +200,25 @@ def verify_cmd(credential_id: str, model: str, timeout: float) -> None:
 @creds.command("revoke")
 @click.argument("credential_id")
 def revoke_cmd(credential_id: str) -> None:
-    """Revoke a credential: workers refuse it (within their few-second row cache)."""
+    """Revoke a credential; running workers drop their cached copy at once."""
     info = _existing(credential_id)
     if _with_vault(lambda v: v.revoke(info.id)):
         click.echo(f"revoked {info.id} ({info.tenant}/{info.provider}/{info.name})")
+        try:
+            _run(_broadcast_revocation(info.id))
+        except Exception as exc:
+            click.echo(
+                f"warning: could not tell workers over RabbitMQ ({type(exc).__name__}); "
+                "they stop using it when their row cache expires (FLEET_VAULT_CACHE_SECONDS)",
+                err=True,
+            )
     else:
         click.echo(f"{info.id} was already revoked at {_when(info, 'revoked_at')}")
+
+
+async def _broadcast_revocation(credential_id: str) -> None:
+    async with FleetClient(_settings().amqp_url, name="llm-fleet creds") as client:
+        await client.credential_revoked(credential_id)
 
 
 @creds.command("rotate")

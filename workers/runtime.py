@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,8 +66,16 @@ class _Session:
 
 
 class Worker:
-    def __init__(self, settings: Settings, executor: Executor, metrics: WorkerMetrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        executor: Executor,
+        metrics: WorkerMetrics,
+        *,
+        forget_credential: Callable[[str], None] | None = None,
+    ) -> None:
         self._settings = settings
+        self._forget_credential = forget_credential
         self._executor = executor
         self._metrics = metrics
         self._stop = asyncio.Event()
@@ -198,10 +207,16 @@ class Worker:
             data = msgspec.msgpack.decode(message.body)
         except Exception:
             return
-        if not isinstance(data, dict) or data.get("type") != "cancel":
+        if not isinstance(data, dict):
+            return
+        kind = data.get("type")
+        if kind == "credential_revoked":
+            cid = data.get("credential_id")
+            if isinstance(cid, str) and self._forget_credential is not None:
+                self._forget_credential(cid)
             return
         rid = data.get("request_id")
-        if not isinstance(rid, str):
+        if kind != "cancel" or not isinstance(rid, str):
             return
         running = self._running.get(rid)
         if running is not None:

@@ -59,7 +59,9 @@ async def run_worker(
     registry = default_registry(http, settings.provider_urls)
     executor = Executor(registry, CredentialResolver(keyring, vault or owned), settings.retry)
     metrics = WorkerMetrics()
-    worker = Worker(settings, executor, metrics)
+    worker = Worker(
+        settings, executor, metrics, forget_credential=owned.forget if owned is not None else None
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.request_stop)

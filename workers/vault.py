@@ -81,8 +81,12 @@ class SealedRow:
     @classmethod
     def from_record(cls, r: Mapping[str, Any]) -> SealedRow:
         return cls(
-            id=str(r["id"]), provider=r["provider"], key_id=r["key_id"], nonce=bytes(r["nonce"]),
-            ciphertext=bytes(r["ciphertext"]), revoked=r["revoked_at"] is not None,
+            id=str(r["id"]),
+            provider=r["provider"],
+            key_id=r["key_id"],
+            nonce=bytes(r["nonce"]),
+            ciphertext=bytes(r["ciphertext"]),
+            revoked=r["revoked_at"] is not None,
         )
 
 
@@ -102,8 +106,13 @@ class CredentialInfo:
     @classmethod
     def from_record(cls, r: Mapping[str, Any]) -> CredentialInfo:
         return cls(
-            id=str(r["id"]), tenant=r["tenant"], provider=r["provider"], name=r["name"],
-            key_id=r["key_id"], created_at=r["created_at"], updated_at=r["updated_at"],
+            id=str(r["id"]),
+            tenant=r["tenant"],
+            provider=r["provider"],
+            name=r["name"],
+            key_id=r["key_id"],
+            created_at=r["created_at"],
+            updated_at=r["updated_at"],
             revoked_at=r["revoked_at"],
         )
 
@@ -212,8 +221,11 @@ class Vault:
         async with self._pool_lock:
             if self._pool is None:
                 self._pool = await asyncpg.create_pool(
-                    self._url, min_size=0, max_size=self._pool_size,
-                    timeout=self._connect_timeout, command_timeout=self._command_timeout,
+                    self._url,
+                    min_size=0,
+                    max_size=self._pool_size,
+                    timeout=self._connect_timeout,
+                    command_timeout=self._command_timeout,
                     max_inactive_connection_lifetime=60.0,
                 )
             return self._pool
@@ -316,7 +328,13 @@ class Vault:
                     "INSERT INTO credentials"
                     " (id, tenant, provider, name, key_id, nonce, ciphertext)"
                     " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    uuid.UUID(cid), tenant, provider, name, kid, nonce, ct,
+                    uuid.UUID(cid),
+                    tenant,
+                    provider,
+                    name,
+                    kid,
+                    nonce,
+                    ct,
                 )
         except asyncpg.UniqueViolationError:
             raise CredentialExists(
@@ -342,7 +360,9 @@ class Vault:
                 " WHERE ($1::text IS NULL OR provider = $1) AND ($2::text IS NULL OR tenant = $2)"
                 " AND ($3 OR revoked_at IS NULL)"
                 " ORDER BY tenant, provider, name, created_at",
-                provider, tenant, include_revoked,
+                provider,
+                tenant,
+                include_revoked,
             )
         return [CredentialInfo.from_record(r) for r in rows]
 
@@ -356,10 +376,17 @@ class Vault:
             )
         return None if r is None else CredentialInfo.from_record(r)
 
+    def forget(self, credential_id: str) -> None:
+        """Drop a cached row (another process revoked or rotated it)."""
+        cid = parse_id(credential_id)
+        if cid is not None:
+            self._cache.drop(cid)
+
     async def revoke(self, credential_id: str) -> bool:
         """Revoke; False when it already was. Unknown ids raise `NotFound`.
 
-        Other workers may still hold the encrypted row for up to the cache TTL.
+        Workers drop their cached copy when `creds revoke` broadcasts it; one that
+        misses the broadcast still holds the encrypted row for at most the cache TTL.
         """
         cid = parse_id(credential_id)
         if cid is None:

@@ -470,3 +470,25 @@ async def test_database_outage_loses_no_job(
     assert proxy.connections >= 2  # the worker reconnected through the restored relay
     assert await drain_queue(amqp_url, "llm.dead") == []
     assert await drain_queue(amqp_url, "llm.chat") == []
+
+
+async def test_revocation_reaches_workers_holding_a_cached_row(
+    spawn_worker: SpawnWorker, client: FleetClient, vault: Vault, vault_db: str, fleet_cli: RunCli
+) -> None:
+    """A worker caching encrypted rows for a minute still refuses a credential right after revoke."""
+    cid = await vault.add("t1", "mock", "cached", {"api_key": MOCK_KEY})
+    await spawn_worker(env={"DATABASE_URL": vault_db, "FLEET_VAULT_CACHE_SECONDS": "60"})
+    target = Target(provider="mock", model="m", credential=Credential(id=cid))
+    msgs = [Message(role="user", content="cache me")]
+    assert (await client.chat(target, msgs)).message is not None  # the row is now cached
+    res = await fleet_cli("creds", "revoke", cid)
+    assert res.code == 0, res.err
+    give_up = time.monotonic() + 10
+    while True:
+        try:
+            await client.chat(target, msgs)
+        except Unauthorized as exc:
+            assert "revoked" in exc.message
+            break
+        assert time.monotonic() < give_up, "revocation never reached the worker's cache"
+        await asyncio.sleep(0.1)
