@@ -1,6 +1,6 @@
 """The llm-fleet wire contract: importable by any producer without worker code."""
 
-from contracts.codec import decode_frame, decode_job, encode
+from contracts.codec import decode_frame, decode_frames, decode_job, encode
 from contracts.codes import RETRYABLE_CODES, ErrorCode
 from contracts.errors import (
     BadRequest,
@@ -91,6 +91,7 @@ __all__ = [
     "VerifyInfo",
     "VerifyJob",
     "decode_frame",
+    "decode_frames",
     "decode_job",
     "encode",
 ]

@@ -40,7 +40,7 @@ from aio_pika.abc import (
 
 from contracts import topology as t
 from contracts.amqp import declare_topology
-from contracts.codec import decode_frame, encode
+from contracts.codec import decode_frames, encode
 from contracts.errors import ContractError, ProviderTimeout, error_for_code
 from contracts.frames import Delta, Error, Final, Frame, Start, VerifyInfo
 from contracts.jobs import ChatJob, EmbedJob, Job, Message, RerankJob, Target, Tool, VerifyJob
@@ -343,13 +343,15 @@ class FleetClient:
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         try:
-            frame = decode_frame(message.body)
+            frames = decode_frames(message.body)
         except ContractError as exc:
-            log.warning("undecodable_frame", error=exc.message)
+            log.warning("undecodable_frames", error=exc.message)
             return
-        inbox = self._inboxes.get(frame.request_id)
-        if inbox is not None:
-            inbox.push(frame)
+        inboxes = self._inboxes
+        for frame in frames:
+            inbox = inboxes.get(frame.request_id)
+            if inbox is not None:
+                inbox.push(frame)
 
 
 def _deadline_ms(deadline: float | None) -> int | None:

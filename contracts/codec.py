@@ -16,6 +16,7 @@ DEFAULT_MAX_JOB_BYTES = 8 * 1024 * 1024
 _encoder = msgspec.msgpack.Encoder()
 _job_decoder = msgspec.msgpack.Decoder(Job)
 _frame_decoder = msgspec.msgpack.Decoder(Frame)
+_frames_decoder = msgspec.msgpack.Decoder(list[Frame])
 
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")
@@ -62,6 +63,22 @@ def decode_frame(data: bytes) -> Frame:
     except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
         raise ContractError("$", f"undecodable frame: {type(exc).__name__}") from None
     return frame
+
+
+def decode_frames(data: bytes) -> list[Frame]:
+    """Decode one reply message: a msgpack array of frames (one or more requests').
+
+    Workers batch the frames of every stream bound for one reply queue into one
+    message; frames of one request keep their order, and `seq` says it anyway.
+    """
+    try:
+        frames: list[Frame] = _frames_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        field, reason = _field_of(exc)
+        raise ContractError(field, reason) from None
+    except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
+        raise ContractError("$", f"undecodable frames: {type(exc).__name__}") from None
+    return frames
 
 
 def peek_request_id(data: bytes) -> str | None:

@@ -49,14 +49,16 @@ def parse_pairs(text: str, what: str) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class CoalesceSettings:
-    """Deltas are batched so the AMQP message rate does not follow the token rate.
+    """How frames are batched so the AMQP message rate does not follow the token rate.
 
-    The first delta of a burst goes out at once (time to first token matters most);
-    later ones wait up to `interval` seconds or until `max_chars` have piled up.
+    Frames bound for one reply queue travel together; a message leaves as soon as
+    the previous one is confirmed and at least `interval` seconds have passed, so
+    a first token is sent at once when the queue is quiet. Messages are cut at
+    `max_message_bytes` (a single larger frame, e.g. big embeddings, goes alone).
     """
 
-    interval: float = 0.025
-    max_chars: int = 2048
+    interval: float = 0.002
+    max_message_bytes: int = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +98,16 @@ class Settings:
             health_port=_int(env, "FLEET_HEALTH_PORT", 9004),
             provider_urls=parse_pairs(env.get("FLEET_PROVIDER_URLS", ""), "FLEET_PROVIDER_URLS"),
             coalesce=CoalesceSettings(
-                interval=_float(env, "FLEET_COALESCE_MS", 25.0) / 1000.0,
-                max_chars=_int(env, "FLEET_COALESCE_CHARS", 2048),
+                interval=_float(env, "FLEET_COALESCE_MS", 2.0) / 1000.0,
+                max_message_bytes=_int(env, "FLEET_REPLY_MAX_BYTES", 1 << 20),
             ),
             log_level=env.get("FLEET_LOG_LEVEL", "INFO"),
+            http=HttpSettings(
+                backend="httpcore" if env.get("FLEET_HTTP_BACKEND") == "httpcore" else "aiohttp",
+                connect_timeout=_float(env, "FLEET_HTTP_CONNECT_TIMEOUT", 5.0),
+                read_timeout=_float(env, "FLEET_HTTP_READ_TIMEOUT", 60.0),
+                max_connections=_int(env, "FLEET_HTTP_MAX_CONNECTIONS", 1000),
+            ),
         )
         if "FLEET_QUEUES" in env:
             base = replace(base, queues=tuple(q for q in env["FLEET_QUEUES"].split(",") if q))

@@ -26,6 +26,11 @@ class WorkerMetrics:
             "llm_fleet_provider_retries_total", "Provider calls retried.", ["provider"], registry=r
         )
         self.frames = Counter("llm_fleet_frames_total", "Reply frames published.", registry=r)
+        self.reply_messages = Counter(
+            "llm_fleet_reply_messages_total",
+            "AMQP messages carrying reply frames (frames are batched per reply queue).",
+            registry=r,
+        )
         buckets = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
         self.job_seconds = Histogram(
             "llm_fleet_job_seconds", "Worker time per job.", ["kind"], buckets=buckets, registry=r

@@ -72,7 +72,9 @@ def load_migrations(directory: Path) -> list[Migration]:
             raise MigrationError(f"{path.name}: migration files must be named NNNN_snake_case.sql")
         body = path.read_bytes()
         migration = Migration(
-            version=int(match["version"]), name=match["name"], sql=body.decode(),
+            version=int(match["version"]),
+            name=match["name"],
+            sql=body.decode(),
             checksum=hashlib.sha256(body).hexdigest(),
         )
         if migration.version in found:
@@ -164,7 +166,9 @@ async def migrate(database_url: str, directory: Path | None = None) -> list[str]
                     await conn.execute(m.sql)  # no arguments: simple protocol, many statements
                     await conn.execute(
                         f"INSERT INTO {SCHEMA_TABLE} (version, name, checksum) VALUES ($1, $2, $3)",
-                        m.version, m.name, m.checksum,
+                        m.version,
+                        m.name,
+                        m.checksum,
                     )
                 log.info("migration_applied", migration=m.filename)
                 done.append(m.filename)

@@ -1,4 +1,17 @@
-"""Ordered, coalesced, confirmed reply frames for one job attempt."""
+"""Reply frames: ordered per stream, batched per reply queue, confirmed by the broker.
+
+Every stream of one producer shares that producer's reply queue, so instead of
+one AMQP message per frame (the Python AMQP client costs a few hundred µs of CPU
+per publish) the worker packs the pending frames of *all* its streams bound for
+one reply queue into one message: a msgpack array of frames. The next message
+to that queue leaves as soon as the previous one is confirmed and at least
+`min_interval` has passed. An idle fleet therefore sends a first token at once,
+and a busy one sends bigger messages instead of more of them: the message rate
+follows the number of producers, not streams times tokens.
+
+A stream's text accumulates between messages, so a stream contributes at most
+one delta per message however fast its provider streams.
+"""
 
 from __future__ import annotations
 
@@ -9,76 +22,189 @@ from typing import Any
 import aiormq
 from aiormq.abc import AbstractChannel as RawChannel
 from pamqp.commands import Basic
+from prometheus_client import Counter
 
 from contracts.codec import encode
 from contracts.frames import Delta, Error, Final, Start, ToolCallDelta
 from workers.config import CoalesceSettings
+
+_FIXARRAY, _ARRAY16, _ARRAY32 = 0x90, 0xDC, 0xDD
 
 
 class ReplyQueueGone(Exception):
     """The producer's reply queue no longer exists (mandatory publish was returned)."""
 
 
-class ReplyPublisher:
-    """Publishes frames to reply queues through the default exchange with confirms.
+def _array(encoded: list[bytes]) -> bytes:
+    """A msgpack array of already-encoded frames, without decoding them again."""
+    n = len(encoded)
+    if n < 16:
+        head = bytes((_FIXARRAY | n,))
+    elif n < 1 << 16:
+        head = bytes((_ARRAY16,)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((_ARRAY32,)) + n.to_bytes(4, "big")
+    return head + b"".join(encoded)
 
-    Uses aiormq's channel directly: building aio-pika Message objects per delta
-    is measurable overhead on the per-token path.
-    """
 
-    def __init__(self, channel: RawChannel) -> None:
-        self._channel = channel
+class _Entry:
+    """One frame to be: built (and numbered) only when its message is assembled."""
 
-    async def publish(
-        self, reply_to: str, correlation_id: str, message_id: str, body: bytes
+    __slots__ = ("fields", "frame_cls", "future", "stream")
+
+    def __init__(
+        self,
+        stream: ReplyStream,
+        frame_cls: type[Any],
+        fields: dict[str, Any] | None,
+        future: asyncio.Future[None] | None,
     ) -> None:
-        props = Basic.Properties(
-            correlation_id=correlation_id,
-            message_id=message_id,
-            delivery_mode=1,
-            content_type="application/msgpack",
-        )
+        self.stream = stream
+        self.frame_cls = frame_cls
+        self.fields = fields
+        self.future = future
+
+
+class _Outbox:
+    """Frames waiting for one reply queue, and the task that sends them."""
+
+    def __init__(self, publisher: ReplyPublisher, reply_to: str) -> None:
+        self._pub = publisher
+        self.reply_to = reply_to
+        self.entries: list[_Entry] = []
+        self.users = 0
+        self._sender: asyncio.Task[None] | None = None
+        self._last = 0.0
+
+    def push(self, entry: _Entry) -> None:
+        self.entries.append(entry)
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_loop())
+
+    @property
+    def idle(self) -> bool:
+        return self._sender is None and not self.entries
+
+    async def _send_loop(self) -> None:
+        try:
+            while self.entries:
+                gap = self._last + self._pub.min_interval - time.monotonic()
+                if gap > 0:
+                    await asyncio.sleep(gap)
+                entries, self.entries = self.entries, []
+                self._last = time.monotonic()
+                for batch, bodies in self._pub.split([(e, e.stream.build(e)) for e in entries]):
+                    await self._deliver(batch, bodies)
+        finally:
+            self._sender = None
+            pending, self.entries = self.entries, []
+            for e in pending:  # only when cancelled (session teardown)
+                e.stream.failed(ConnectionError("reply publisher stopped"))
+                if e.future is not None and not e.future.done():
+                    e.future.cancel()
+            self._pub.release(self)
+
+    async def _deliver(self, batch: list[_Entry], bodies: list[bytes]) -> None:
+        try:
+            await self._pub.publish(self.reply_to, _array(bodies), len(bodies))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            for e in batch:
+                e.stream.failed(exc)
+                if e.future is not None and not e.future.done():
+                    e.future.set_exception(exc)
+            return
+        for e in batch:
+            if e.future is not None and not e.future.done():
+                e.future.set_result(None)
+
+
+class ReplyPublisher:
+    """Per session: one outbox per reply queue, publishing on a confirm channel."""
+
+    def __init__(
+        self,
+        channel: RawChannel,
+        coalesce: CoalesceSettings,
+        *,
+        messages: Counter | None = None,
+        frames: Counter | None = None,
+    ) -> None:
+        self._channel = channel
+        self.min_interval = coalesce.interval
+        self._max_bytes = coalesce.max_message_bytes
+        self._outboxes: dict[str, _Outbox] = {}
+        self._messages = messages
+        self._frames = frames
+
+    def attach(self, reply_to: str) -> _Outbox:
+        box = self._outboxes.get(reply_to)
+        if box is None:
+            box = self._outboxes[reply_to] = _Outbox(self, reply_to)
+        box.users += 1
+        return box
+
+    def detach(self, box: _Outbox) -> None:
+        box.users -= 1
+        self.release(box)
+
+    def release(self, box: _Outbox) -> None:
+        if box.users <= 0 and box.idle and self._outboxes.get(box.reply_to) is box:
+            del self._outboxes[box.reply_to]
+
+    def split(self, built: list[tuple[_Entry, bytes]]) -> list[tuple[list[_Entry], list[bytes]]]:
+        """Cut a batch into messages of at most max_message_bytes (a big frame goes alone)."""
+        out: list[tuple[list[_Entry], list[bytes]]] = []
+        entries: list[_Entry] = []
+        bodies: list[bytes] = []
+        size = 0
+        for entry, body in built:
+            if bodies and size + len(body) > self._max_bytes:
+                out.append((entries, bodies))
+                entries, bodies, size = [], [], 0
+            entries.append(entry)
+            bodies.append(body)
+            size += len(body)
+        if bodies:
+            out.append((entries, bodies))
+        return out
+
+    async def publish(self, reply_to: str, body: bytes, n_frames: int) -> None:
+        props = Basic.Properties(delivery_mode=1, content_type="application/msgpack")
         try:
             await self._channel.basic_publish(
                 body, routing_key=reply_to, properties=props, mandatory=True
             )
         except aiormq.exceptions.PublishError:
             raise ReplyQueueGone(reply_to) from None
+        if self._messages is not None and self._frames is not None:
+            self._messages.inc()
+            self._frames.inc(n_frames)
 
 
 class ReplyStream:
-    """Frames of one attempt: `start`, coalesced `delta`s, then `final` or `error`.
+    """The frames of one job attempt: `start`, deltas, then `final` or `error`.
 
-    `text()`/`tool()` are synchronous and cheap (called per token); a single
-    background flusher publishes batches. A failed publish (e.g. the reply queue
-    is gone) is re-raised from the next `text()`/`tool()`/`finish()` call so the
-    provider call stops promptly.
+    `text()` and `tool()` run once per token: they only append to a buffer and,
+    the first time after each message, put a placeholder in the outbox that
+    becomes one delta holding everything buffered by then. A failed publish
+    (e.g. the reply queue is gone) is raised from the next call, so the
+    provider stream stops promptly.
     """
 
     def __init__(
-        self,
-        publisher: ReplyPublisher,
-        *,
-        reply_to: str,
-        request_id: str,
-        attempt: int,
-        coalesce: CoalesceSettings,
+        self, publisher: ReplyPublisher, *, reply_to: str, request_id: str, attempt: int
     ) -> None:
         self._pub = publisher
-        self._reply_to = reply_to
+        self._box: _Outbox | None = publisher.attach(reply_to)
         self._rid = request_id
         self._attempt = attempt
-        self._interval = coalesce.interval
-        self._max_chars = coalesce.max_chars
         self._seq = 0
         self._text: list[str] = []
-        self._chars = 0
         self._tools: list[ToolCallDelta] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._queued = False
         self._failure: BaseException | None = None
-        self._closing = False
-        self._start: asyncio.Task[None] | None = None
         self.frames = 0
         self.first_delta_at: float | None = None
 
@@ -86,104 +212,78 @@ class ReplyStream:
     def attempt(self) -> int:
         return self._attempt
 
-    async def _send(self, frame_cls: type[Any], **fields: Any) -> None:
-        seq = self._seq
-        self._seq += 1
-        frame = frame_cls(request_id=self._rid, attempt=self._attempt, seq=seq, **fields)
-        if self._start is not None and seq > 0:
-            # Later frames go out only once `start` is confirmed, so order holds.
-            start, self._start = self._start, None
-            await start
-        await self._pub.publish(
-            self._reply_to, self._rid, f"{self._rid}:{self._attempt}:{seq}", encode(frame)
-        )
-        self.frames += 1
+    def _push(
+        self, frame_cls: type[Any], fields: dict[str, Any] | None, wait: bool
+    ) -> asyncio.Future[None] | None:
+        if self._box is None:
+            raise RuntimeError("reply stream already closed")
+        future = asyncio.get_running_loop().create_future() if wait else None
+        self._box.push(_Entry(self, frame_cls, fields, future))
+        return future
 
     def start(self, worker_id: str) -> None:
-        """Announce the attempt without waiting for its confirm: the provider call
-        should not sit behind a broker round trip (time to first token)."""
-        self._start = asyncio.create_task(self._send(Start, worker=worker_id))
+        """Announce the attempt; it travels with the next message, nobody waits for it."""
+        self._push(Start, {"worker": worker_id}, wait=False)
 
     def text(self, piece: str) -> None:
         if self._failure is not None:
             raise self._failure
-        if not piece:
-            return
-        self._text.append(piece)
-        self._chars += len(piece)
-        self._kick()
+        if piece:
+            self._text.append(piece)
+            self._mark()
 
     def tool(self, delta: ToolCallDelta) -> None:
         if self._failure is not None:
             raise self._failure
         self._tools.append(delta)
-        self._kick()
+        self._mark()
 
-    def _kick(self) -> None:
+    def _mark(self) -> None:
         if self.first_delta_at is None:
             self.first_delta_at = time.monotonic()
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush_loop())
-        elif self._chars >= self._max_chars:
-            self._wake.set()
+        if not self._queued:
+            self._queued = True
+            self._push(Delta, None, wait=False)
 
-    def _take(self) -> tuple[str, list[ToolCallDelta]]:
-        text = "".join(self._text)
-        tools = self._tools
-        self._text, self._chars, self._tools = [], 0, []
-        return text, tools
+    def build(self, entry: _Entry) -> bytes:
+        """Number and encode a frame at the moment its message is assembled."""
+        if entry.frame_cls is Delta:
+            self._queued = False
+            fields: dict[str, Any] = {"text": "".join(self._text), "tool_calls": self._tools}
+            self._text, self._tools = [], []
+        else:
+            fields = entry.fields or {}
+        seq = self._seq
+        self._seq += 1
+        self.frames += 1
+        if entry.frame_cls is Final:
+            fields["metrics"].frames = self.frames
+        return encode(
+            entry.frame_cls(request_id=self._rid, attempt=self._attempt, seq=seq, **fields)
+        )
 
-    async def _flush_loop(self) -> None:
-        try:
-            while self._text or self._tools:
-                text, tools = self._take()
-                await self._send(Delta, text=text, tool_calls=tools)
-                if self._interval > 0 and self._chars < self._max_chars and not self._closing:
-                    # Collect the burst that arrives during the window into one frame.
-                    self._wake.clear()
-                    try:
-                        async with asyncio.timeout(self._interval):
-                            await self._wake.wait()
-                    except TimeoutError:
-                        pass
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
+    def failed(self, exc: BaseException) -> None:
+        if self._failure is None:
             self._failure = exc
-        finally:
-            self._flusher = None
 
-    async def _settle_flusher(self) -> None:
-        """Let an in-flight batch finish so no sequence number is left unpublished."""
-        self._closing = True
-        flusher = self._flusher
-        if flusher is not None:
-            self._wake.set()
-            await asyncio.shield(flusher)
-
-    async def _drain(self) -> None:
-        await self._settle_flusher()
-        if self._failure is not None:
-            raise self._failure
-        if self._text or self._tools:
-            text, tools = self._take()
-            await self._send(Delta, text=text, tool_calls=tools)
+    async def _wait(self, future: asyncio.Future[None] | None) -> None:
+        assert future is not None
+        await future
 
     async def finish(self, **fields: Any) -> None:
-        """Flush pending deltas, then publish the final frame and wait for its confirm."""
-        await self._drain()
-        await self._send(Final, **fields)
+        """Queue the final frame after any buffered text; return once it is confirmed."""
+        if self._failure is not None:
+            raise self._failure
+        await self._wait(self._push(Final, fields, wait=True))
 
     async def fail(self, **fields: Any) -> None:
-        """Publish an error frame; deltas not yet sent are dropped (the attempt failed)."""
-        self._text, self._tools, self._chars = [], [], 0
-        await self._settle_flusher()
+        """Queue an error frame (text not yet sent is dropped) and wait for its confirm."""
+        self._text, self._tools = [], []
         if isinstance(self._failure, ReplyQueueGone):
             raise self._failure
-        await self._send(Error, **fields)
+        await self._wait(self._push(Error, fields, wait=True))
 
     def close(self) -> None:
-        for task in (self._flusher, self._start):
-            if task is not None and not task.done():
-                task.cancel()
-        self._flusher = self._start = None
+        if self._box is not None:
+            self._pub.detach(self._box)
+            self._box = None

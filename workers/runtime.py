@@ -24,9 +24,15 @@ from pamqp.commands import Basic
 
 from contracts import topology as t
 from contracts.amqp import declare_topology
-from contracts.codec import decode_job, encode, peek_request_id
-from contracts.errors import Cancelled, ContractError, Expired, FleetError, ProviderTimeout
-from contracts.frames import Error
+from contracts.codec import decode_job, peek_request_id
+from contracts.errors import (
+    Cancelled,
+    ContractError,
+    Expired,
+    FleetError,
+    InternalError,
+    ProviderTimeout,
+)
 from contracts.jobs import Job
 from workers.config import Settings
 from workers.execute import Executor, InputRejected, RunState
@@ -135,7 +141,12 @@ class Worker:
         try:
             pub_channel = await publish.channel(publisher_confirms=True, on_return_raises=True)
             session.raw_publish = await pub_channel.get_underlay_channel()
-            self._publisher = ReplyPublisher(session.raw_publish)
+            self._publisher = ReplyPublisher(
+                session.raw_publish,
+                s.coalesce,
+                messages=self._metrics.reply_messages,
+                frames=self._metrics.frames,
+            )
             channel = await consume.channel()
             await channel.set_qos(prefetch_count=s.concurrency)
             queues = await declare_topology(channel, delivery_limit=s.delivery_limit)
@@ -243,16 +254,16 @@ class Worker:
             if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
                 reason = str(deaths[0].get("reason", reason))
             rid = message.correlation_id or peek_request_id(message.body) or ""
-            frame = Error(
-                request_id=rid,
-                attempt=self._settings.delivery_limit + 1,
-                seq=0,
-                code="internal",
-                message=f"job dead-lettered by the broker ({reason}): no worker could finish it "
-                f"within {self._settings.delivery_limit} deliveries",
+            # A newer attempt than any worker could have used, so the client takes it.
+            await self._answer_once(
+                message.reply_to,
+                rid,
+                self._settings.delivery_limit + 1,
+                InternalError(
+                    f"job dead-lettered by the broker ({reason}): no worker could finish it "
+                    f"within {self._settings.delivery_limit} deliveries"
+                ),
             )
-            with contextlib.suppress(ReplyQueueGone):
-                await self._publisher.publish(message.reply_to, rid, f"{rid}:dead", encode(frame))
             log.error("job_dead_lettered_by_broker", request_id=rid, reason=reason)
         await message.ack()
 
@@ -301,7 +312,6 @@ class Worker:
             reply_to=message.reply_to,
             request_id=rid,
             attempt=attempt,
-            coalesce=self._settings.coalesce,
         )
         state = RunState(started=started)
         queue_ms = self._queue_ms(message)
@@ -382,19 +392,25 @@ class Worker:
     ) -> None:
         """Answer (when a reply queue is known), copy to llm.dead with the reason, then ack."""
         log.warning("job_rejected", request_id=rid, code=exc.code.value, error=exc.message)
-        if message.reply_to and self._publisher is not None:
-            stream = stream or ReplyStream(
-                self._publisher,
-                reply_to=message.reply_to,
-                request_id=rid,
-                attempt=attempt,
-                coalesce=self._settings.coalesce,
-            )
+        if stream is not None:
             with contextlib.suppress(ReplyQueueGone):
                 await stream.fail(code=exc.code.value, message=exc.message, retryable=False)
+        elif message.reply_to:
+            await self._answer_once(message.reply_to, rid, attempt, exc)
         await self._dead_letter(message, exc)
         self._metrics.dead_lettered.labels(exc.code.value).inc()
         await self._settle(message, kind, exc.code.value)
+
+    async def _answer_once(self, reply_to: str, rid: str, attempt: int, exc: FleetError) -> None:
+        """An error frame for a job that never got a stream of its own."""
+        if self._publisher is None:
+            return
+        stream = ReplyStream(self._publisher, reply_to=reply_to, request_id=rid, attempt=attempt)
+        try:
+            with contextlib.suppress(ReplyQueueGone):
+                await stream.fail(code=exc.code.value, message=exc.message, retryable=False)
+        finally:
+            stream.close()
 
     async def _dead_letter(self, message: AbstractIncomingMessage, exc: FleetError) -> None:
         assert self._session is not None

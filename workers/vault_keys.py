@@ -46,7 +46,8 @@ async def check_keys(vault: Vault, keyring: Keyring) -> list[str]:
             sample = await conn.fetch(
                 "SELECT id, provider, key_id, nonce, ciphertext, revoked_at FROM credentials"
                 " WHERE key_id = $1 AND revoked_at IS NULL ORDER BY created_at LIMIT $2",
-                kid, _SAMPLE_PER_KEY,
+                kid,
+                _SAMPLE_PER_KEY,
             )
             if not any(_opens(keyring, SealedRow.from_record(r)) for r in sample):
                 problems.append(
@@ -85,7 +86,9 @@ async def _rotate_batch(vault: Vault, keyring: Keyring, size: int, report: Rotat
             "SELECT id, provider, key_id, nonce, ciphertext, revoked_at FROM credentials"
             " WHERE key_id <> $1 AND NOT (id = ANY($2::uuid[]))"
             " ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
-            keyring.active_kid, skip, size,
+            keyring.active_kid,
+            skip,
+            size,
         )
         for rec in rows:
             row = SealedRow.from_record(rec)
@@ -97,7 +100,11 @@ async def _rotate_batch(vault: Vault, keyring: Keyring, size: int, report: Rotat
             await conn.execute(
                 "UPDATE credentials SET key_id = $2, nonce = $3, ciphertext = $4,"
                 " updated_at = now() WHERE id = $1 AND key_id = $5",
-                rec["id"], kid, nonce, ct, row.key_id,
+                rec["id"],
+                kid,
+                nonce,
+                ct,
+                row.key_id,
             )
             report.rotated += 1
     return len(rows)
@@ -127,7 +134,8 @@ async def rotate(
             await conn.fetchval(
                 "SELECT count(*) FROM credentials"
                 " WHERE key_id <> $1 AND NOT (id = ANY($2::uuid[]))",
-                keyring.active_kid, [uuid.UUID(i) for i in report.unreadable],
+                keyring.active_kid,
+                [uuid.UUID(i) for i in report.unreadable],
             )
         )
     return report

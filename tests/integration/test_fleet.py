@@ -21,11 +21,12 @@ from contracts import (
     Final,
     Message,
     ProviderTimeout,
+    ProviderUnavailable,
     RateLimited,
     Target,
     Tool,
     Unauthorized,
-    decode_frame,
+    decode_frames,
     encode,
 )
 from contracts import topology as t
@@ -311,9 +312,9 @@ class TestBadInput:
                 aio_pika.Message(body, reply_to=replies.name, correlation_id=correlation_id),
                 routing_key=queue,
             )
-            frames = [decode_frame((await self._get(replies)).body)]
+            frames = decode_frames((await self._get(replies)).body)
             while type(frames[-1]).__name__ not in ("Error", "Final"):
-                frames.append(decode_frame((await self._get(replies)).body))
+                frames.extend(decode_frames((await self._get(replies)).body))
             return frames
         finally:
             await conn.close()
@@ -477,8 +478,53 @@ class TestDeadLetterNotice:
                 ),
                 routing_key="",
             )
-            frame = decode_frame((await TestBadInput._get(replies)).body)
+            (frame,) = decode_frames((await TestBadInput._get(replies)).body)
         finally:
             await conn.close()
         assert isinstance(frame, Error) and frame.request_id == "poison-1"
         assert frame.code == "internal" and "delivery_limit" in frame.message
+
+
+class TestProviderFailures:
+    async def test_connection_dropped_mid_stream_is_reported_not_retried(
+        self, spawn_worker: SpawnWorker, client: FleetClient, keyring: Keyring, mock: RunningMock
+    ) -> None:
+        """After the first token the job cannot be retried silently: the caller must know."""
+        await spawn_worker()
+        model = f"mdrop-{uuid.uuid4().hex[:6]}"
+        await mock_admin(
+            mock, "POST", "/_mock/faults", {"spec": "drop-after:3", "times": 5, "model": model}
+        )
+        seen: list[str] = []
+        with pytest.raises(ProviderUnavailable):
+            async for ev in client.stream_chat(
+                sealed_target(keyring, model=model), [Message(role="user", content="drop me")]
+            ):
+                if isinstance(ev, Delta):
+                    seen.append(ev.text)
+        assert seen, "tokens before the drop reach the caller"
+        stats = await mock_admin(mock, "GET", "/_mock/stats")
+        await mock_admin(mock, "DELETE", "/_mock/faults")
+        assert stats["queued_faults"] and stats["faults_by_kind"]["drop-after"] >= 1
+
+    async def test_drop_before_the_first_token_is_retried(
+        self, spawn_worker: SpawnWorker, client: FleetClient, keyring: Keyring, mock: RunningMock
+    ) -> None:
+        await spawn_worker()
+        model = f"mdrop0-{uuid.uuid4().hex[:6]}"
+        await mock_admin(
+            mock, "POST", "/_mock/faults", {"spec": "drop-after:0", "times": 1, "model": model}
+        )
+        text, final, _ = await collect(client, sealed_target(keyring, model=model), "drop early")
+        assert text and final.metrics.retries == 1
+
+    async def test_silence_longer_than_the_read_timeout_is_a_timeout(
+        self, spawn_worker: SpawnWorker, client: FleetClient, keyring: Keyring, mock: RunningMock
+    ) -> None:
+        await spawn_worker(env={"FLEET_HTTP_READ_TIMEOUT": "0.5"})
+        model = f"mstall-{uuid.uuid4().hex[:6]}"
+        await mock_admin(
+            mock, "POST", "/_mock/faults", {"spec": "stall-after:2:5", "times": 1, "model": model}
+        )
+        with pytest.raises(ProviderTimeout):
+            await collect(client, sealed_target(keyring, model=model), "stall")

@@ -22,7 +22,7 @@ import pytest
 from contracts import BadRequest, FleetError, Message, NotFound, ProviderUnavailable, Unauthorized
 from contracts import topology as t
 from contracts.client import FleetClient
-from contracts.codec import decode_frame
+from contracts.codec import decode_frames
 from contracts.frames import Error, Final
 from contracts.jobs import Credential, Target
 from providers.mock.server import RunningMock
@@ -435,9 +435,9 @@ async def test_database_outage_loses_no_job(
     original = client._on_reply
 
     async def tap(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        frame = decode_frame(message.body)
-        if isinstance(frame, Final | Error):
-            terminal[frame.request_id] += 1
+        for frame in decode_frames(message.body):
+            if isinstance(frame, Final | Error):
+                terminal[frame.request_id] += 1
         await original(message)
 
     client._on_reply = tap  # type: ignore[method-assign]
