@@ -71,8 +71,12 @@ async def cli_add(fleet_cli: RunCli, name: str, secret: str, **kw: Any) -> str:
 
 
 async def test_cli_add_then_a_worker_answers_by_credential_id(
-    fleet_cli: RunCli, spawn_worker: SpawnWorker, vault_db: str, vault_sql: asyncpg.Connection,
-    client: FleetClient, mock: RunningMock,
+    fleet_cli: RunCli,
+    spawn_worker: SpawnWorker,
+    vault_db: str,
+    vault_sql: asyncpg.Connection,
+    client: FleetClient,
+    mock: RunningMock,
 ) -> None:
     cid = await cli_add(fleet_cli, "primary", MOCK_KEY + "\n")
     await spawn_worker(env=db_env(vault_db))
@@ -98,8 +102,9 @@ async def test_add_refuses_duplicates_and_empty_input(
     assert again.code == 1 and "already has a live mock credential named 'dup'" in again.err
     empty = await fleet_cli("creds", "add", "--provider", "mock", "--name", "e", stdin="  \n")
     assert empty.code == 1 and "empty credential" in empty.err
-    unset = await fleet_cli("creds", "add", "--provider", "mock", "--name", "e",
-                            "--from-env", "NO_SUCH_VAR_XYZ")
+    unset = await fleet_cli(
+        "creds", "add", "--provider", "mock", "--name", "e", "--from-env", "NO_SUCH_VAR_XYZ"
+    )
     assert unset.code == 1 and "NO_SUCH_VAR_XYZ is not set" in unset.err
     assert await vault_sql.fetchval("SELECT count(*) FROM credentials") == 1
 
@@ -108,13 +113,25 @@ async def test_add_refuses_duplicates_and_empty_input(
 
 
 async def test_canary_is_not_at_rest_in_logs_or_in_listings(
-    fleet_cli: RunCli, spawn_worker: SpawnWorker, vault_db: str, vault_sql: asyncpg.Connection,
+    fleet_cli: RunCli,
+    spawn_worker: SpawnWorker,
+    vault_db: str,
+    vault_sql: asyncpg.Connection,
     client: FleetClient,
 ) -> None:
     outputs: list[str] = []
     piped = await cli_add(fleet_cli, "canary-stdin", CANARY_KEY)
-    res = await fleet_cli("creds", "add", "--provider", "mock", "--name", "canary-env",
-                          "--from-env", "CANARY_VAR", env={"CANARY_VAR": CANARY_KEY})
+    res = await fleet_cli(
+        "creds",
+        "add",
+        "--provider",
+        "mock",
+        "--name",
+        "canary-env",
+        "--from-env",
+        "CANARY_VAR",
+        env={"CANARY_VAR": CANARY_KEY},
+    )
     assert res.code == 0, res.err
     from_env = res.out.strip()
     as_json = await cli_add(fleet_cli, "canary-json", f'{{"api_key": "{CANARY_KEY}"}}')
@@ -139,8 +156,12 @@ async def test_canary_is_not_at_rest_in_logs_or_in_listings(
     outputs += [listing.out, listing.err]
 
     dump = await asyncio.create_subprocess_exec(
-        "/usr/bin/pg_dump", "--data-only", "--dbname", vault_db,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        "/usr/bin/pg_dump",
+        "--data-only",
+        "--dbname",
+        vault_db,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     raw, err = await dump.communicate()
     assert dump.returncode == 0, err
@@ -159,8 +180,13 @@ async def test_canary_is_not_at_rest_in_logs_or_in_listings(
 
 
 async def test_each_broken_credential_gets_its_clear_error(
-    fleet_cli: RunCli, spawn_worker: SpawnWorker, vault_db: str, vault: Vault,
-    vault_sql: asyncpg.Connection, client: FleetClient, amqp_url: str,
+    fleet_cli: RunCli,
+    spawn_worker: SpawnWorker,
+    vault_db: str,
+    vault: Vault,
+    vault_sql: asyncpg.Connection,
+    client: FleetClient,
+    amqp_url: str,
 ) -> None:
     good = await vault.add("t1", "mock", "good", {"api_key": MOCK_KEY})
     tampered = await vault.add("t1", "mock", "tampered", {"api_key": MOCK_KEY})
@@ -168,15 +194,21 @@ async def test_each_broken_credential_gets_its_clear_error(
     revoked = await vault.add("t1", "mock", "revoked", {"api_key": MOCK_KEY})
     await spawn_worker(env=db_env(vault_db))
 
-    ct = bytearray(await vault_sql.fetchval("SELECT ciphertext FROM credentials WHERE id = $1",
-                                            uuid.UUID(tampered)))
+    ct = bytearray(
+        await vault_sql.fetchval(
+            "SELECT ciphertext FROM credentials WHERE id = $1", uuid.UUID(tampered)
+        )
+    )
     ct[3] ^= 0x01
-    await vault_sql.execute("UPDATE credentials SET ciphertext = $2 WHERE id = $1",
-                            uuid.UUID(tampered), bytes(ct))
+    await vault_sql.execute(
+        "UPDATE credentials SET ciphertext = $2 WHERE id = $1", uuid.UUID(tampered), bytes(ct)
+    )
     # The swapped row gets the good row's nonce and ciphertext: a valid ciphertext, wrong row.
     await vault_sql.execute(
         "UPDATE credentials AS s SET nonce = g.nonce, ciphertext = g.ciphertext"
-        " FROM credentials AS g WHERE s.id = $1 AND g.id = $2", uuid.UUID(swapped), uuid.UUID(good),
+        " FROM credentials AS g WHERE s.id = $1 AND g.id = $2",
+        uuid.UUID(swapped),
+        uuid.UUID(good),
     )
     res = await fleet_cli("creds", "revoke", revoked)
     assert res.code == 0 and f"revoked {revoked}" in res.out
@@ -199,17 +231,24 @@ async def test_each_broken_credential_gets_its_clear_error(
     # Each of them can never succeed, so each is also dead-lettered for operators.
     dead = await drain_queue(amqp_url, t.DEAD_QUEUE, wait=0.3)
     assert Counter((m.headers or {}).get(t.HDR_DEAD_CODE) for m in dead) == {
-        "unauthorized": 3, "not_found": 2, "bad_request": 1,
+        "unauthorized": 3,
+        "not_found": 2,
+        "bad_request": 1,
     }
 
 
 async def test_worker_with_a_wrong_or_missing_key_refuses_to_start(
-    spawn_worker: SpawnWorker, vault_db: str, vault_sql: asyncpg.Connection, client: FleetClient,
+    spawn_worker: SpawnWorker,
+    vault_db: str,
+    vault_sql: asyncpg.Connection,
+    client: FleetClient,
     free_port: int,
 ) -> None:
     k1 = new_key()
-    writer = Vault(vault_db, Keyring.from_env({"INTEGRATION_CRYPTO_KEY": k1,
-                                               "INTEGRATION_CRYPTO_KEYS": f"k1:{k1}"}))
+    writer = Vault(
+        vault_db,
+        Keyring.from_env({"INTEGRATION_CRYPTO_KEY": k1, "INTEGRATION_CRYPTO_KEYS": f"k1:{k1}"}),
+    )
     cid = await writer.add("t", "mock", "n", {"api_key": MOCK_KEY})
     await writer.close()
 
@@ -223,8 +262,9 @@ async def test_worker_with_a_wrong_or_missing_key_refuses_to_start(
     assert "credentials under key id 'k1' do not decrypt" in str(wrong.value)
     assert "wrong key" in str(wrong.value)
 
-    await spawn_worker(env=db_env(vault_db, INTEGRATION_CRYPTO_KEYS=f"k1:{k1}",
-                                  FLEET_HEALTH_PORT=str(free_port)))
+    await spawn_worker(
+        env=db_env(vault_db, INTEGRATION_CRYPTO_KEYS=f"k1:{k1}", FLEET_HEALTH_PORT=str(free_port))
+    )
     assert (await client.chat(by_id(cid), HELLO)).message is not None
     async with httpx.AsyncClient() as http:
         ready = (await http.get(f"http://127.0.0.1:{free_port}/readiness/")).json()
@@ -232,7 +272,10 @@ async def test_worker_with_a_wrong_or_missing_key_refuses_to_start(
 
 
 async def test_worker_starts_when_the_database_is_down_and_says_so(
-    spawn_worker: SpawnWorker, client: FleetClient, target: Target, free_port: int,
+    spawn_worker: SpawnWorker,
+    client: FleetClient,
+    target: Target,
+    free_port: int,
 ) -> None:
     with contextlib.closing(socket.socket()) as s:
         s.bind(("127.0.0.1", 0))
@@ -293,7 +336,10 @@ class JobLoop:
 
 
 async def test_rotation_is_resumable_and_a_worker_serves_throughout(
-    fleet_cli: RunCli, spawn_worker: SpawnWorker, vault_db: str, vault_sql: asyncpg.Connection,
+    fleet_cli: RunCli,
+    spawn_worker: SpawnWorker,
+    vault_db: str,
+    vault_sql: asyncpg.Connection,
     client: FleetClient,
 ) -> None:
     k1, k2 = new_key(), new_key()
@@ -334,8 +380,9 @@ async def test_rotation_is_resumable_and_a_worker_serves_throughout(
     rotating.signal(signal.SIGTERM)
     assert await rotating.wait() == 0
     with pytest.raises(RuntimeError, match="key id 'k2' which INTEGRATION_CRYPTO_KEY"):
-        await spawn_worker(env=db_env(vault_db, INTEGRATION_CRYPTO_KEY=k1,
-                                      INTEGRATION_CRYPTO_KEYS=f"k1:{k1}"))
+        await spawn_worker(
+            env=db_env(vault_db, INTEGRATION_CRYPTO_KEY=k1, INTEGRATION_CRYPTO_KEYS=f"k1:{k1}")
+        )
     await spawn_worker(
         env=db_env(vault_db, INTEGRATION_CRYPTO_KEY=k2, INTEGRATION_CRYPTO_KEYS=f"k2:{k2}")
     )
@@ -421,7 +468,10 @@ class CuttableProxy:
 
 
 async def test_database_outage_loses_no_job(
-    spawn_worker: SpawnWorker, vault_db: str, vault: Vault, amqp_url: str,
+    spawn_worker: SpawnWorker,
+    vault_db: str,
+    vault: Vault,
+    amqp_url: str,
 ) -> None:
     parts = urllib.parse.urlsplit(vault_db)
     proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
@@ -475,7 +525,7 @@ async def test_database_outage_loses_no_job(
 async def test_revocation_reaches_workers_holding_a_cached_row(
     spawn_worker: SpawnWorker, client: FleetClient, vault: Vault, vault_db: str, fleet_cli: RunCli
 ) -> None:
-    """A worker caching encrypted rows for a minute still refuses a credential right after revoke."""
+    """A worker caching encrypted rows for a minute refuses a credential right after revoke."""
     cid = await vault.add("t1", "mock", "cached", {"api_key": MOCK_KEY})
     await spawn_worker(env={"DATABASE_URL": vault_db, "FLEET_VAULT_CACHE_SECONDS": "60"})
     target = Target(provider="mock", model="m", credential=Credential(id=cid))
