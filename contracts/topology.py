@@ -32,5 +32,7 @@ DEFAULT_DELIVERY_LIMIT: Final = 5
 HDR_DEAD_CODE: Final = "x-fleet-error-code"
 HDR_DEAD_REASON: Final = "x-fleet-error-reason"
 HDR_DEAD_QUEUE: Final = "x-fleet-source-queue"
+# Set by producers: publish time in unix µs (queue time in the final frame's metrics).
+HDR_PUBLISHED_US: Final = "x-published-us"
 # Set by quorum queues on redelivery.
 HDR_DELIVERY_COUNT: Final = "x-delivery-count"

@@ -59,6 +59,7 @@ class CoalesceSettings:
 
     interval: float = 0.002
     max_message_bytes: int = 1 << 20
+    start_hold: float = 0.05  # how long a `start` frame waits to ride with the first delta
 
 
 @dataclass(frozen=True, slots=True)

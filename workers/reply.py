@@ -76,9 +76,18 @@ class _Outbox:
         self._sender: asyncio.Task[None] | None = None
         self._last = 0.0
 
-    def push(self, entry: _Entry) -> None:
+    def push(self, entry: _Entry, *, hold: float = 0.0) -> None:
+        """Queue a frame; `hold` > 0 lets it wait that long for company before sending."""
         self.entries.append(entry)
-        if self._sender is None:
+        if self._sender is not None:
+            return
+        if hold > 0:
+            asyncio.get_running_loop().call_later(hold, self.kick)
+        else:
+            self.kick()
+
+    def kick(self) -> None:
+        if self._sender is None and self.entries:
             self._sender = asyncio.create_task(self._send_loop())
 
     @property
@@ -133,6 +142,7 @@ class ReplyPublisher:
     ) -> None:
         self._channel = channel
         self.min_interval = coalesce.interval
+        self.start_hold = coalesce.start_hold
         self._max_bytes = coalesce.max_message_bytes
         self._outboxes: dict[str, _Outbox] = {}
         self._messages = messages

@@ -445,9 +445,9 @@ class Worker:
 
     @staticmethod
     def _queue_ms(message: AbstractIncomingMessage) -> float | None:
-        published = (message.headers or {}).get("x-published-ms")
-        if isinstance(published, int | float):
-            return max(0.0, time.time() * 1000 - float(published))
+        published = (message.headers or {}).get(t.HDR_PUBLISHED_US)
+        if isinstance(published, int):
+            return max(0.0, (time.time_ns() // 1000 - published) / 1000.0)
         return None
 
     def _observe(self, job: Job, state: RunState, queue_ms: float | None) -> None:
