@@ -49,6 +49,7 @@ class LoadSpec:
     api_key: str = ""
     model: str = ""
     offset: int = 0  # request index offset, so prompts differ across processes
+    warmup: int = 0  # requests run before measuring (opens connections), not counted
 
     def argv(self) -> list[str]:
         args = [
@@ -58,6 +59,8 @@ class LoadSpec:
             str(self.streams),
             "--requests",
             str(self.requests),
+            "--warmup",
+            str(self.warmup),
             "--stagger",
             str(self.stagger_s),
             "--offset",
@@ -156,6 +159,13 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 tally.errors += 1
                 print(f"loadgen error: {exc!r}", file=sys.stderr)
 
+    if args.warmup:
+        # Open this process's connections and warm its code paths, uncounted.
+        lanes = min(args.streams, args.warmup)
+        per_lane = range(max(1, args.warmup // lanes))
+        await asyncio.gather(
+            *(one(10_000_000 + k * 1000 + j) for k in range(lanes) for j in per_lane)
+        )
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     m0, b0 = (fleet.messages, fleet.bytes) if fleet is not None else (0, 0)
@@ -194,6 +204,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--requests", type=int, required=True)
     p.add_argument("--stagger", type=float, default=0.0)
     p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--warmup", type=int, default=0)
     p.add_argument("--stamps", action="store_true")
     p.add_argument("--max-tokens", type=int)
     p.add_argument("--amqp-url", default="")
