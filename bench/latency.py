@@ -8,10 +8,13 @@ profiles: instant (pure overhead) and realistic (300 ms TTFT, 50 tokens/s).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aio_pika
 import httpx
 
 from bench import charts, report
@@ -105,9 +108,16 @@ async def _loadgen_phase(
 ) -> list[StreamResult]:
     mock = fleet.mocks[plan.provider]
     spec = LoadSpec(
-        mode=mode, streams=c, requests=n, warmup=2 * c if plan.profile == "instant" else 0,
-        amqp_url=fleet.amqp_url, target=fleet.target(plan.provider), url=mock.url,
-        api_key=MOCK_KEY, model=CHAT_MODEL, offset=round_no * n,
+        mode=mode,
+        streams=c,
+        requests=n,
+        warmup=2 * c if plan.profile == "instant" else 0,
+        amqp_url=fleet.amqp_url,
+        target=fleet.target(plan.provider),
+        url=mock.url,
+        api_key=MOCK_KEY,
+        model=CHAT_MODEL,
+        offset=round_no * n,
     )
     (res,) = await run_loadgens([spec])
     if res["errors"]:
@@ -116,6 +126,63 @@ async def _loadgen_phase(
         StreamResult(ttft=a / 1000, total=b / 1000, tokens=0, frames=0)
         for a, b in zip(res["ttft_ms"], res["total_ms"], strict=True)
     ]
+
+
+def _breakdown(results: list[StreamResult], client_ttft_p50: float) -> dict[str, float]:
+    """Where a fleet first token's time goes (p50s; the remainder is the reply hop + client)."""
+    queue = summary([r.queue_ms for r in results if r.queue_ms is not None])["p50"]
+    worker = summary([r.worker_ttft_ms for r in results if r.worker_ttft_ms is not None])["p50"]
+    return {
+        "publish_to_worker_start": queue,
+        "worker_start_to_first_provider_token": worker,
+        "reply_hop_and_client": client_ttft_p50 - queue - worker,
+    }
+
+
+async def _hop_ms(channel: aio_pika.abc.AbstractChannel, quorum: bool, samples: int) -> float:
+    """p50 publish -> consume latency on one queue kind, one message at a time."""
+    args: dict[str, Any] = {"x-queue-type": "quorum"} if quorum else {}
+    queue = await channel.declare_queue(
+        f"bench.floor.{'quorum' if quorum else 'classic'}",
+        durable=quorum,
+        exclusive=not quorum,
+        arguments=args,
+    )
+    mode = aio_pika.DeliveryMode.PERSISTENT if quorum else aio_pika.DeliveryMode.NOT_PERSISTENT
+    arrived: asyncio.Queue[float] = asyncio.Queue()
+
+    async def on_message(_: aio_pika.abc.AbstractIncomingMessage) -> None:
+        arrived.put_nowait(time.perf_counter())
+
+    tag = await queue.consume(on_message, no_ack=True)
+    lat = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"x" * 300, delivery_mode=mode), routing_key=queue.name
+        )
+        lat.append((await arrived.get() - t0) * 1000)
+    await queue.cancel(tag)
+    await queue.delete(if_unused=False, if_empty=False)
+    p50: float = summary(lat[20:])["p50"]
+    return p50
+
+
+async def broker_floor(amqp_url: str, samples: int = 300) -> dict[str, float]:
+    """The least two AMQP hops cost here: a persistent message through a quorum queue (the
+    job) and a transient one through an exclusive classic queue (the reply)."""
+    conn = await aio_pika.connect(amqp_url)
+    try:
+        channel = await conn.channel(publisher_confirms=True)
+        quorum = await _hop_ms(channel, True, samples)
+        classic = await _hop_ms(channel, False, samples)
+    finally:
+        await conn.close()
+    return {
+        "quorum_persistent_p50": quorum,
+        "classic_transient_p50": classic,
+        "two_hops_p50": quorum + classic,
+    }
 
 
 def _figures(results: list[StreamResult]) -> dict[str, Any]:
@@ -140,6 +207,8 @@ async def _measure(fleet: Fleet, http: httpx.AsyncClient, plan: Plan, c: int) ->
                 # sharing the bench process would measure that process's CPU queue.
                 got[mode].extend(await _loadgen_phase(fleet, plan, mode, n, c, r))
     d, f = _figures(got["direct"]), _figures(got["fleet"])
+    if c == 1:
+        f["breakdown_ms"] = _breakdown(got["fleet"], f["ttft_ms"]["p50"])
     return {
         "profile": plan.profile,
         "concurrency": c,
@@ -164,6 +233,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
             for c in CONCURRENCY:
                 rows.append(await _measure(fleet, http, plan, c))
         setup = fleet.describe()
+        floor = await broker_floor(fleet.amqp_url)
     data = {
         "method": (
             "client-observed TTFT (before publish/send -> first text delta) and total time; "
@@ -174,10 +244,12 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         ),
         "setup": setup,
         "profiles": {p.profile: p.mock.describe() for p in ps},
+        "broker_floor_ms": floor,
         "results": rows,
     }
     ctx.save(NAME, data)
     _print(rows)
+    _print_why(rows, floor)
     _chart(ctx, rows)
     return data
 
@@ -218,6 +290,25 @@ def _print(rows: list[dict[str, Any]]) -> None:
         ],
         table,
     )
+
+
+def _print_why(rows: list[dict[str, Any]], floor: dict[str, float]) -> None:
+    parts = [r["fleet"]["breakdown_ms"] for r in rows if "breakdown_ms" in r["fleet"]]
+    report.print_table(
+        "Where a fleet first token's time goes at concurrency 1 (p50 ms)",
+        ["profile", "publish->worker", "worker->1st token", "reply hop+client"],
+        [
+            [r["profile"], *r["fleet"]["breakdown_ms"].values()]
+            for r in rows
+            if "breakdown_ms" in r["fleet"]
+        ],
+    )
+    if parts:
+        report.print_table(
+            "Broker floor: one message at a time (p50 ms)",
+            list(floor),
+            [list(floor.values())],
+        )
 
 
 def _chart(ctx: BenchContext, rows: list[dict[str, Any]]) -> None:

@@ -30,6 +30,8 @@ class StreamResult:
     total: float  # seconds until the final frame / [DONE]
     tokens: int  # completion tokens (the provider's usage)
     frames: int = 0  # frames the worker published for this job: Final.metrics.frames
+    queue_ms: float | None = None  # fleet only: publish -> worker start (Final.metrics)
+    worker_ttft_ms: float | None = None  # fleet only: worker start -> first provider token
 
 
 class CountingClient(FleetClient):
@@ -141,7 +143,10 @@ async def fleet_stream(
     total = time.perf_counter() - started
     if final is None:
         raise RuntimeError("stream ended without a final frame")
-    return StreamResult(first - started, total, final.usage.output_tokens, final.metrics.frames)
+    m = final.metrics
+    return StreamResult(
+        first - started, total, final.usage.output_tokens, m.frames, m.queue_ms, m.ttft_ms
+    )
 
 
 def stamp_delays_ms(text: str, now_ns: int, out: list[float]) -> None:

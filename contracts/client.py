@@ -165,17 +165,8 @@ class FleetClient:
         batch: bool = False,
     ) -> AsyncIterator[ChatEvent]:
         """Yield `Delta`s as tokens arrive (and `Restart` if a worker died), then the `Final`."""
-        job = ChatJob(
-            v=t.CONTRACT_VERSION,
-            request_id=request_id or uuid.uuid4().hex,
-            target=target,
-            messages=list(messages),
-            tools=list(tools),
-            options=dict(options or {}),
-            fallbacks=list(fallbacks),
-            deadline=_deadline_ms(deadline),
-            metadata=dict(metadata or {}),
-            stream=True,
+        job = _chat_job(
+            target, messages, tools, options, fallbacks, deadline, metadata, request_id, stream=True
         )
         async for event in self._exchange(job, batch=batch, deadline=deadline):
             if type(event) is Start:
@@ -196,16 +187,15 @@ class FleetClient:
         batch: bool = False,
     ) -> Final:
         """One complete answer (the provider is called without streaming)."""
-        job = ChatJob(
-            v=t.CONTRACT_VERSION,
-            request_id=request_id or uuid.uuid4().hex,
-            target=target,
-            messages=list(messages),
-            tools=list(tools),
-            options=dict(options or {}),
-            fallbacks=list(fallbacks),
-            deadline=_deadline_ms(deadline),
-            metadata=dict(metadata or {}),
+        job = _chat_job(
+            target,
+            messages,
+            tools,
+            options,
+            fallbacks,
+            deadline,
+            metadata,
+            request_id,
             stream=False,
         )
         return await self.request(job, batch=batch, deadline=deadline)
@@ -359,6 +349,32 @@ class FleetClient:
             inbox = inboxes.get(frame.request_id)
             if inbox is not None:
                 inbox.push(frame)
+
+
+def _chat_job(
+    target: Target,
+    messages: Sequence[Message],
+    tools: Sequence[Tool],
+    options: Mapping[str, Any] | None,
+    fallbacks: Sequence[Target],
+    deadline: float | None,
+    metadata: Mapping[str, str] | None,
+    request_id: str | None,
+    *,
+    stream: bool,
+) -> ChatJob:
+    return ChatJob(
+        v=t.CONTRACT_VERSION,
+        request_id=request_id or uuid.uuid4().hex,
+        target=target,
+        messages=list(messages),
+        tools=list(tools),
+        options=dict(options or {}),
+        fallbacks=list(fallbacks),
+        deadline=_deadline_ms(deadline),
+        metadata=dict(metadata or {}),
+        stream=stream,
+    )
 
 
 def _deadline_ms(deadline: float | None) -> int | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -13,10 +13,12 @@ from contracts.jobs import Job
 
 DEFAULT_MAX_JOB_BYTES = 8 * 1024 * 1024
 
+T = TypeVar("T")
+
 _encoder = msgspec.msgpack.Encoder()
-_job_decoder = msgspec.msgpack.Decoder(Job)
-_frame_decoder = msgspec.msgpack.Decoder(Frame)
-_frames_decoder = msgspec.msgpack.Decoder(list[Frame])
+_job_decoder: msgspec.msgpack.Decoder[Job] = msgspec.msgpack.Decoder(Job)
+_frame_decoder: msgspec.msgpack.Decoder[Frame] = msgspec.msgpack.Decoder(Frame)
+_frames_decoder: msgspec.msgpack.Decoder[list[Frame]] = msgspec.msgpack.Decoder(list[Frame])
 
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")
@@ -40,29 +42,26 @@ def encode(obj: Any) -> bytes:
     return _encoder.encode(obj)
 
 
+def _decode(decoder: msgspec.msgpack.Decoder[T], data: bytes, what: str) -> T:
+    """Decode with validation; every failure becomes a `ContractError` naming the field."""
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        field, reason = _field_of(exc)
+        raise ContractError(field, reason) from None
+    except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
+        raise ContractError("$", f"undecodable {what}: {type(exc).__name__}") from None
+
+
 def decode_job(data: bytes, *, max_bytes: int = DEFAULT_MAX_JOB_BYTES) -> Job:
     """Decode and validate a job, raising `ContractError` for anything wrong with it."""
     if len(data) > max_bytes:
         raise ContractError("$", f"payload of {len(data)} bytes exceeds the {max_bytes}-byte limit")
-    try:
-        job: Job = _job_decoder.decode(data)
-    except msgspec.ValidationError as exc:
-        field, reason = _field_of(exc)
-        raise ContractError(field, reason) from None
-    except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
-        raise ContractError("$", f"undecodable message: {type(exc).__name__}") from None
-    return job
+    return _decode(_job_decoder, data, "message")
 
 
 def decode_frame(data: bytes) -> Frame:
-    try:
-        frame: Frame = _frame_decoder.decode(data)
-    except msgspec.ValidationError as exc:
-        field, reason = _field_of(exc)
-        raise ContractError(field, reason) from None
-    except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
-        raise ContractError("$", f"undecodable frame: {type(exc).__name__}") from None
-    return frame
+    return _decode(_frame_decoder, data, "frame")
 
 
 def decode_frames(data: bytes) -> list[Frame]:
@@ -71,14 +70,7 @@ def decode_frames(data: bytes) -> list[Frame]:
     Workers batch the frames of every stream bound for one reply queue into one
     message; frames of one request keep their order, and `seq` says it anyway.
     """
-    try:
-        frames: list[Frame] = _frames_decoder.decode(data)
-    except msgspec.ValidationError as exc:
-        field, reason = _field_of(exc)
-        raise ContractError(field, reason) from None
-    except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
-        raise ContractError("$", f"undecodable frames: {type(exc).__name__}") from None
-    return frames
+    return _decode(_frames_decoder, data, "frames")
 
 
 def peek_request_id(data: bytes) -> str | None:

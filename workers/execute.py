@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -36,6 +36,7 @@ from workers.logs import LIVE_SECRETS
 from workers.reply import ReplyStream
 
 log = structlog.get_logger("llm_fleet.job")
+T = TypeVar("T")
 
 
 class InputRejected(Exception):
@@ -66,6 +67,14 @@ class RunState:
     def on_retry(self, exc: FleetError, wait: float) -> None:
         self.retries += 1
         log.warning("provider_retry", code=exc.code.value, wait_s=round(wait, 3), error=exc.message)
+
+    async def call(self, policy: RetryPolicy, fn: Callable[[], Awaitable[T]]) -> T:
+        """One provider call under the retry policy; its time counts as provider time."""
+        t0 = time.monotonic()
+        try:
+            return await call_with_retry(policy, fn, deadline=self.deadline, on_retry=self.on_retry)
+        finally:
+            self.provider_time += time.monotonic() - t0
 
     def metrics(self, frames: int, queue_ms: float | None) -> Metrics:
         now = time.monotonic()
@@ -123,19 +132,25 @@ async def _chat(
         tools=job.tools,
         options=ModelOptions.from_mapping(job.options),
     )
+    if job.stream:
+        return await _stream_chat(req, provider, secret, stream, state, policy)
+    res = await state.call(policy, lambda: provider.chat(req, secret))
+    return {"message": res.message, "finish_reason": res.finish_reason, "usage": res.usage}
+
+
+async def _stream_chat(
+    req: ChatRequest,
+    provider: Provider,
+    secret: Secret,
+    stream: ReplyStream,
+    state: RunState,
+    policy: RetryPolicy,
+) -> dict[str, Any]:
+    parts: list[str] = []
+    tools = _ToolAssembler()
+    end: StreamEnd | None = None
     t0 = time.monotonic()
     try:
-        if not job.stream:
-            res = await call_with_retry(
-                policy,
-                lambda: provider.chat(req, secret),
-                deadline=state.deadline,
-                on_retry=state.on_retry,
-            )
-            return {"message": res.message, "finish_reason": res.finish_reason, "usage": res.usage}
-        parts: list[str] = []
-        tools = _ToolAssembler()
-        end: StreamEnd | None = None
         events = stream_with_retry(
             policy,
             lambda: provider.stream_chat(req, secret),
@@ -157,16 +172,14 @@ async def _chat(
                 stream.tool(d)
             elif type(ev) is StreamEnd:
                 end = ev
-        message = Message(
-            role="assistant", content="".join(parts) or None, tool_calls=tools.calls()
-        )
-        return {
-            "message": message,
-            "finish_reason": end.finish_reason if end else None,
-            **({"usage": end.usage} if end else {}),
-        }
     finally:
         state.provider_time += time.monotonic() - t0
+    message = Message(role="assistant", content="".join(parts) or None, tool_calls=tools.calls())
+    return {
+        "message": message,
+        "finish_reason": end.finish_reason if end else None,
+        **({"usage": end.usage} if end else {}),
+    }
 
 
 async def _embed(
@@ -181,20 +194,9 @@ async def _embed(
     req = EmbedRequest(
         model=target.model, inputs=job.inputs, input_type=job.input_type, dimensions=job.dimensions
     )
-    t0 = time.monotonic()
-    try:
-        res = await call_with_retry(
-            policy,
-            lambda: provider.embed(req, secret),
-            deadline=state.deadline,
-            on_retry=state.on_retry,
-        )
-    finally:
-        state.provider_time += time.monotonic() - t0
-    return {
-        "embeddings": Embeddings(dims=res.dims, count=res.count, data=res.data),
-        "usage": res.usage,
-    }
+    res = await state.call(policy, lambda: provider.embed(req, secret))
+    embeddings = Embeddings(dims=res.dims, count=res.count, data=res.data)
+    return {"embeddings": embeddings, "usage": res.usage}
 
 
 async def _rerank(
@@ -209,16 +211,7 @@ async def _rerank(
     req = RerankRequest(
         model=target.model, query=job.query, documents=job.documents, top_n=job.top_n
     )
-    t0 = time.monotonic()
-    try:
-        res = await call_with_retry(
-            policy,
-            lambda: provider.rerank(req, secret),
-            deadline=state.deadline,
-            on_retry=state.on_retry,
-        )
-    finally:
-        state.provider_time += time.monotonic() - t0
+    res = await state.call(policy, lambda: provider.rerank(req, secret))
     items: list[RerankItem] = res.items
     return {"rerank": items, "usage": res.usage}
 
@@ -232,16 +225,7 @@ async def _verify(
     state: RunState,
     policy: RetryPolicy,
 ) -> dict[str, Any]:
-    t0 = time.monotonic()
-    try:
-        res = await call_with_retry(
-            policy,
-            lambda: provider.verify(secret),
-            deadline=state.deadline,
-            on_retry=state.on_retry,
-        )
-    finally:
-        state.provider_time += time.monotonic() - t0
+    res = await state.call(policy, lambda: provider.verify(secret))
     return {"verify": VerifyInfo(ok=res.ok, detail=res.detail)}
 
 
