@@ -147,7 +147,7 @@ async def run_demo(*, n_workers: int, n_texts: int, prompt: str) -> int:
 
 
 async def chat_demo(client: FleetClient, target: Target, prompt: str) -> None:
-    print(f"\n▶ user: {prompt}\n◀ assistant:", end="", flush=True)
+    print(f"\n▶ user: {prompt}\n◀ assistant: ", end="", flush=True)
     async for event in client.stream_chat(target, [Message(role="user", content=prompt)]):
         if isinstance(event, Restart):
             print(f"\n  [worker lost; attempt {event.attempt} restarts the answer]\n", end="")

@@ -37,6 +37,28 @@ _WORD_TEXT: Final = """
 """
 WORDS: Final[tuple[str, ...]] = tuple(_WORD_TEXT.split())
 
+# Answers are built from whole sentences so a demo or a load test shows readable
+# text; which sentences, and in what order, is fixed by the prompt.
+_SENTENCES: Final[tuple[str, ...]] = (
+    "A message queue lets producers hand work off without waiting for it to finish.",
+    "Workers pull jobs at their own pace,"
+    " so a burst of requests becomes a backlog instead of an outage.",
+    "If a worker dies halfway through, the broker gives the job to another one.",
+    "Acknowledging a job only after its answer is safely published means nothing is lost.",
+    "Retries with backoff absorb the rate limits and brief failures every provider has.",
+    "Keeping provider keys encrypted until the moment of the call limits what a leak can expose.",
+    "Streaming tokens back as they arrive keeps the first words quick even for long answers.",
+    "Adding capacity is as simple as starting more workers against the same queues.",
+    "Dead-letter queues keep the jobs that can never succeed where an operator can inspect them.",
+    "Batching small replies together keeps the broker's message rate low under load.",
+    "Deadlines let the fleet skip work nobody is waiting for any more.",
+    "Fallback providers turn one vendor's bad afternoon into a slightly slower answer.",
+    "Metrics on time to first token and tokens per second show where latency comes from.",
+    "Because the queue is durable, a restart of any single component loses no work.",
+    "Producers stay simple: publish a job, then read the frames that come back.",
+    "Backfills can run at full speed on their own queue without slowing interactive chat.",
+)
+
 _LITTLE_ENDIAN: Final = sys.byteorder == "little"
 
 
@@ -72,9 +94,17 @@ def answer_rng(messages: Sequence[Any], seed: int | None) -> random.Random:
 
 
 def answer_tokens(rng: random.Random, count: int) -> list[str]:
-    """`count` word tokens; every token but the first carries its leading space."""
-    words = rng.choices(WORDS, k=count)
-    return [words[0].capitalize(), *(" " + w for w in words[1:])] if words else []
+    """`count` word tokens from whole sentences; every token but the first has its space."""
+    order = list(_SENTENCES)
+    rng.shuffle(order)
+    words: list[str] = []
+    while len(words) < count:
+        for sentence in order:
+            words.extend(sentence.split())
+            if len(words) >= count:
+                break
+    words = words[:count]
+    return [words[0], *(" " + w for w in words[1:])] if words else []
 
 
 @lru_cache(maxsize=1024)
