@@ -290,6 +290,8 @@ class Executor:
                     fields = await handler(
                         job, target, provider, secret, stream, state, self._retry
                     )
+                except ContractError as exc:  # e.g. an option value that cannot be mapped
+                    raise InputRejected(exc) from None
                 except FleetError as exc:
                     last = i == len(targets) - 1
                     if last or isinstance(exc, _NO_FALLBACK) or stream.first_delta_at is not None:

@@ -528,3 +528,40 @@ class TestProviderFailures:
         )
         with pytest.raises(ProviderTimeout):
             await collect(client, sealed_target(keyring, model=model), "stall")
+
+
+class TestFallbacks:
+    async def test_a_failing_primary_falls_back_to_the_next_target(
+        self, spawn_worker: SpawnWorker, client: FleetClient, keyring: Keyring, mock: RunningMock
+    ) -> None:
+        await spawn_worker()
+        primary = f"mprimary-{uuid.uuid4().hex[:6]}"
+        await mock_admin(
+            mock, "POST", "/_mock/faults", {"spec": "404", "times": 1, "model": primary}
+        )
+        backup = sealed_target(keyring, model="mock-backup")
+        final = await client.chat(
+            sealed_target(keyring, model=primary),
+            [Message(role="user", content="fall back")],
+            fallbacks=[backup],
+        )
+        assert final.target.model == "mock-backup" and final.message is not None
+        assert final.message.content == await direct_text(mock, "fall back", "mock-backup")
+
+    async def test_bad_requests_do_not_fall_back_and_are_dead_lettered(
+        self, spawn_worker: SpawnWorker, client: FleetClient, keyring: Keyring, dead_letters: Any
+    ) -> None:
+        await spawn_worker()
+        from contracts import BadRequest
+
+        with pytest.raises(BadRequest, match=r"options\.temperature"):
+            await client.chat(
+                sealed_target(keyring),
+                [Message(role="user", content="x")],
+                options={"temperature": "hot"},
+                fallbacks=[sealed_target(keyring, model="mock-backup")],
+                request_id="bad-options-1",
+            )
+        dead = await dead_letters()
+        codes = [m.headers[t.HDR_DEAD_CODE] for m in dead if m.correlation_id == "bad-options-1"]
+        assert codes == ["bad_request"]
