@@ -278,14 +278,15 @@ class Worker:
             rid = message.correlation_id or peek_request_id(message.body) or ""
             await self._reject(message, rid, attempt, exc, kind="unknown")
             return
+        kind = type(job).__name__.removesuffix("Job").lower()
+        # Each job runs in its own task, so this context is the job's alone.
         structlog.contextvars.bind_contextvars(
             request_id=job.request_id,
-            kind=job.kind if hasattr(job, "kind") else type(job).__name__,
+            kind=kind,
             provider=job.target.provider,
             model=job.target.model,
             attempt=attempt,
         )
-        kind = type(job).__name__.removesuffix("Job").lower()
         if not message.reply_to:
             await self._reject(
                 message,
@@ -345,6 +346,10 @@ class Worker:
         except ReplyQueueGone:
             log.warning("reply_queue_gone", reply_to=message.reply_to)
             await self._settle(message, kind, "reply_queue_gone")
+        except _CONNECTION_ERRORS as exc:
+            # The broker connection failed under us: nothing can be answered or acked on
+            # it, and the broker requeues the job for another attempt.
+            log.warning("broker_lost_mid_job", error=repr(exc))
         except asyncio.CancelledError:
             if not running.client_cancelled:
                 raise  # shutdown or lost connection: leave unacked for redelivery
