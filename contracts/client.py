@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 import uuid
@@ -30,7 +31,6 @@ from typing import Any
 
 import aio_pika
 import msgspec
-import structlog
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -45,7 +45,8 @@ from contracts.errors import ContractError, ProviderTimeout, error_for_code
 from contracts.frames import Delta, Error, Final, Frame, Start, VerifyInfo
 from contracts.jobs import ChatJob, EmbedJob, Job, Message, RerankJob, Target, Tool, VerifyJob
 
-log = structlog.get_logger("llm_fleet.client")
+# stdlib logging: producers import `contracts` without the worker's logging stack.
+log = logging.getLogger("llm_fleet.client")
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -342,7 +343,7 @@ class FleetClient:
         try:
             frames = decode_frames(message.body)
         except ContractError as exc:
-            log.warning("undecodable_frames", error=exc.message)
+            log.warning("undecodable reply message: %s", exc.message)
             return
         inboxes = self._inboxes
         for frame in frames:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,11 +204,6 @@ def dead_letters(
         return await drain_queue(amqp_url, t.DEAD_QUEUE, wait)
 
     return read
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _no_stray_env() -> Iterator[None]:
-    yield
 
 
 # -- credential vault (issue 3) ----------------------------------------------------------
