@@ -35,6 +35,7 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
+    AbstractQueue,
     AbstractRobustConnection,
 )
 
@@ -105,14 +106,26 @@ class FleetClient:
         default_timeout: float = 600.0,
         delivery_limit: int = t.DEFAULT_DELIVERY_LIMIT,
         name: str = "llm-fleet client",
+        reply_queue: str | None = None,
+        reply_queue_expires: float = 7 * 24 * 3600.0,
     ) -> None:
+        """`reply_queue` names a durable reply queue (for backfills): answers wait there
+        while the producer is down and come back through `results()` after a restart.
+        Without it, each client gets an exclusive queue that goes away with it."""
         self._url = amqp_url
         self._default_timeout = default_timeout
         self._delivery_limit = delivery_limit
         self._name = name
-        self._reply_queue = f"llm.reply.{uuid.uuid4().hex[:16]}"
+        self._durable = reply_queue is not None
+        self._reply_queue = reply_queue or f"llm.reply.{uuid.uuid4().hex[:16]}"
+        self._reply_expires_ms = int(reply_queue_expires * 1000)
         self._inboxes: dict[str, _Inbox] = {}
+        # Terminal frames nobody is waiting for, with the message to ack once taken.
+        self._unclaimed: asyncio.Queue[tuple[list[Final | Error], AbstractIncomingMessage]] = (
+            asyncio.Queue()
+        )
         self._conn: AbstractRobustConnection | None = None
+        self._reply_consumer: tuple[AbstractQueue, str] | None = None
         self._jobs: AbstractExchange | None = None
         self._control: AbstractExchange | None = None
 
@@ -131,12 +144,22 @@ class FleetClient:
         self._jobs = await channel.get_exchange(t.JOBS_EXCHANGE)
         self._control = await channel.get_exchange(t.CONTROL_EXCHANGE)
         reply_channel = await self._conn.channel()
-        # Classic and exclusive: RabbitMQ advises against quorum queues for replies;
-        # the explicit name survives a reconnect of the robust connection.
-        queue = await reply_channel.declare_queue(
-            self._reply_queue, exclusive=True, auto_delete=True
-        )
-        await queue.consume(self._on_reply, no_ack=True)
+        # Classic, not quorum: RabbitMQ advises against quorum queues for replies.
+        # The explicit name survives a reconnect of the robust connection.
+        if self._durable:
+            await reply_channel.set_qos(prefetch_count=1000)
+            queue = await reply_channel.declare_queue(
+                self._reply_queue,
+                durable=True,
+                arguments={"x-queue-type": "classic", "x-expires": self._reply_expires_ms},
+            )
+            # Acked once its answers are handed over.
+            self._reply_consumer = (queue, await queue.consume(self._on_reply))
+        else:
+            queue = await reply_channel.declare_queue(
+                self._reply_queue, exclusive=True, auto_delete=True
+            )
+            await queue.consume(self._on_reply, no_ack=True)
         return self
 
     async def close(self) -> None:
@@ -325,6 +348,35 @@ class FleetClient:
         )
         await self._jobs.publish(message, routing_key=queue, mandatory=True)
 
+    async def submit(self, job: Job, *, batch: bool = True) -> None:
+        """Publish a job without waiting for it; its answer arrives through `results()`.
+
+        For backfills: with a named `reply_queue`, answers survive a producer restart.
+        """
+        if not self._durable:
+            raise RuntimeError("submit() needs a named reply_queue; use request() instead")
+        await self.publish(job, batch=batch)
+
+    async def results(self) -> AsyncIterator[Final | Error]:
+        """Answers to jobs nobody awaits (submitted, or from before a restart), in arrival
+        order, forever; break out when done. A reply message is acked only after all of
+        its answers were taken, so a crash before then gets them again."""
+        if not self._durable:
+            raise RuntimeError("results() needs a named reply_queue")
+        while True:
+            frames, message = await self._unclaimed.get()
+            for frame in frames:
+                yield frame
+            await message.ack()
+
+    async def delete_reply_queue(self) -> None:
+        """Remove a named reply queue once a backfill has all its answers."""
+        if self._conn is not None and self._reply_consumer is not None:
+            queue, tag = self._reply_consumer
+            self._reply_consumer = None
+            await queue.cancel(tag)
+            await queue.delete(if_unused=False, if_empty=False)
+
     async def cancel(self, request_id: str) -> None:
         """Stop a job wherever it runs (or before it starts)."""
         await self._control_message({"type": "cancel", "request_id": request_id})
@@ -346,10 +398,19 @@ class FleetClient:
             log.warning("undecodable reply message: %s", exc.message)
             return
         inboxes = self._inboxes
+        unclaimed: list[Final | Error] = []
         for frame in frames:
             inbox = inboxes.get(frame.request_id)
             if inbox is not None:
                 inbox.push(frame)
+            elif self._durable and isinstance(frame, Final | Error):
+                unclaimed.append(frame)
+        if not self._durable:
+            return
+        if unclaimed:
+            self._unclaimed.put_nowait((unclaimed, message))
+        else:
+            await message.ack()
 
 
 def _chat_job(

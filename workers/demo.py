@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from contracts.client import FleetClient, Restart
 from contracts.frames import Delta, Final
-from contracts.jobs import Credential, Message, Target
+from contracts.jobs import Credential, EmbedJob, Message, Target
 from workers.config import DEFAULT_AMQP_URL
 from workers.crypto import Keyring, seal
 
@@ -136,10 +136,8 @@ async def run_demo(*, n_workers: int, n_texts: int, prompt: str) -> int:
         )
         async with FleetClient(amqp_url, name="llm-fleet demo") as client:
             await chat_demo(client, target, prompt)
-            embed_target = Target(
-                provider="mock", model="mock-embed-1", credential=target.credential
-            )
-            await backfill_demo(client, embed_target, n_texts)
+        embed_target = Target(provider="mock", model="mock-embed-1", credential=target.credential)
+        await backfill_demo(amqp_url, embed_target, n_texts)
         print(f"\n✔ demo finished; stopping the fleet (logs kept in {log})")
         return 0
     finally:
@@ -164,21 +162,29 @@ async def chat_demo(client: FleetClient, target: Target, prompt: str) -> None:
             )
 
 
-async def backfill_demo(client: FleetClient, target: Target, n_texts: int) -> None:
+async def backfill_demo(amqp_url: str, target: Target, n_texts: int) -> None:
+    """Submit every batch at once, then collect answers from a durable reply queue:
+    a backfill that crashes halfway picks its answers up again after a restart."""
     texts = [f"document {i}: the quick brown fox number {i} jumps" for i in range(n_texts)]
     batches = [texts[i : i + EMBED_BATCH] for i in range(0, len(texts), EMBED_BATCH)]
-    print(f"\n▶ embedding backfill: {n_texts} texts in {len(batches)} jobs")
+    queue = f"llm.reply.demo-backfill-{os.getpid()}"
+    print(f"\n▶ embedding backfill: {n_texts} texts in {len(batches)} jobs (answers to {queue})")
     started = time.monotonic()
     dims = 0
-    with tqdm(total=n_texts, unit="text", file=sys.stdout) as bar:
-
-        async def one(batch: list[str]) -> None:
-            nonlocal dims
-            final = await client.embed(target, batch, batch=True)
-            assert final.embeddings is not None and final.embeddings.count == len(batch)
-            dims = final.embeddings.dims
-            bar.update(len(batch))
-
-        await asyncio.gather(*(one(b) for b in batches))
+    async with FleetClient(amqp_url, reply_queue=queue, name="llm-fleet demo backfill") as client:
+        for i, batch in enumerate(batches):
+            job = EmbedJob(v=1, request_id=f"demo-embed-{i}", target=target, inputs=batch)
+            await client.submit(job)
+        with tqdm(total=n_texts, unit="text", file=sys.stdout) as bar:
+            pending = len(batches)
+            async for answer in client.results():
+                if not isinstance(answer, Final) or answer.embeddings is None:
+                    raise RuntimeError(f"backfill job failed: {answer}")
+                dims = answer.embeddings.dims
+                bar.update(answer.embeddings.count)
+                pending -= 1
+                if not pending:
+                    break
+        await client.delete_reply_queue()
     took = time.monotonic() - started
     print(f"  {n_texts} vectors of {dims} dims in {took:.2f}s ({n_texts / took:.0f} vectors/s)")

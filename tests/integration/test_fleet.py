@@ -565,3 +565,31 @@ class TestFallbacks:
         dead = await dead_letters()
         codes = [m.headers[t.HDR_DEAD_CODE] for m in dead if m.correlation_id == "bad-options-1"]
         assert codes == ["bad_request"]
+
+
+class TestDurableReplies:
+    async def test_backfill_answers_survive_a_producer_restart(
+        self, spawn_worker: SpawnWorker, amqp_url: str, keyring: Keyring
+    ) -> None:
+        from contracts import EmbedJob
+
+        queue = f"llm.reply.test-backfill-{uuid.uuid4().hex[:6]}"
+        target = sealed_target(keyring, model="mock-embed")
+        ids = [f"backfill-{i}" for i in range(10)]
+        async with FleetClient(amqp_url, reply_queue=queue) as first:
+            for rid in ids:
+                job = EmbedJob(v=1, request_id=rid, target=target, inputs=[rid, "x"])
+                await first.submit(job)
+        # The producer is gone before any worker has run: answers must wait for it.
+        await spawn_worker()
+        got: dict[str, Final] = {}
+        async with FleetClient(amqp_url, reply_queue=queue) as second:
+            async with asyncio.timeout(30):
+                async for answer in second.results():
+                    assert isinstance(answer, Final), answer
+                    got[answer.request_id] = answer
+                    if len(got) == len(ids):
+                        break
+            await second.delete_reply_queue()
+        assert sorted(got) == sorted(ids)
+        assert all(f.embeddings is not None and f.embeddings.count == 2 for f in got.values())
