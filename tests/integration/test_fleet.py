@@ -51,6 +51,13 @@ async def direct_text(mock: RunningMock, prompt: str, model: str = "mock-chat") 
     return content
 
 
+async def fault_model(mock: RunningMock, prefix: str, spec: str, times: int) -> str:
+    """A fresh model name whose next `times` requests get fault `spec` (tests never share one)."""
+    model = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    await mock_admin(mock, "POST", "/_mock/faults", {"spec": spec, "times": times, "model": model})
+    return model
+
+
 async def collect(client: FleetClient, target: Target, prompt: str) -> tuple[str, Final, int]:
     """Stream one chat; return the text the caller would show, the final frame, restarts seen."""
     parts: list[str] = []
@@ -164,13 +171,7 @@ class TestRetries:
         self, spawn_worker: SpawnWorker, client: FleetClient, keyring: Keyring, mock: RunningMock
     ) -> None:
         await spawn_worker()
-        model = f"m429-{uuid.uuid4().hex[:6]}"
-        await mock_admin(
-            mock,
-            "POST",
-            "/_mock/faults",
-            {"spec": "429:retry-after=0.2", "times": 2, "model": model},
-        )
+        model = await fault_model(mock, "m429", "429:retry-after=0.2", 2)
         started = time.monotonic()
         text, final, _ = await collect(client, sealed_target(keyring, model=model), "retry me")
         assert final.metrics.retries == 2 and text
@@ -194,13 +195,7 @@ class TestRetries:
         self, spawn_worker: SpawnWorker, client: FleetClient, keyring: Keyring, mock: RunningMock
     ) -> None:
         await spawn_worker()
-        model = f"m429x-{uuid.uuid4().hex[:6]}"
-        await mock_admin(
-            mock,
-            "POST",
-            "/_mock/faults",
-            {"spec": "429:retry-after-ms=10", "times": 50, "model": model},
-        )
+        model = await fault_model(mock, "m429x", "429:retry-after-ms=10", 50)
         with pytest.raises(RateLimited):
             await client.chat(
                 sealed_target(keyring, model=model), [Message(role="user", content="x")]
@@ -491,10 +486,7 @@ class TestProviderFailures:
     ) -> None:
         """After the first token the job cannot be retried silently: the caller must know."""
         await spawn_worker()
-        model = f"mdrop-{uuid.uuid4().hex[:6]}"
-        await mock_admin(
-            mock, "POST", "/_mock/faults", {"spec": "drop-after:3", "times": 5, "model": model}
-        )
+        model = await fault_model(mock, "mdrop", "drop-after:3", 5)
         seen: list[str] = []
         with pytest.raises(ProviderUnavailable):
             async for ev in client.stream_chat(
@@ -511,10 +503,7 @@ class TestProviderFailures:
         self, spawn_worker: SpawnWorker, client: FleetClient, keyring: Keyring, mock: RunningMock
     ) -> None:
         await spawn_worker()
-        model = f"mdrop0-{uuid.uuid4().hex[:6]}"
-        await mock_admin(
-            mock, "POST", "/_mock/faults", {"spec": "drop-after:0", "times": 1, "model": model}
-        )
+        model = await fault_model(mock, "mdrop0", "drop-after:0", 1)
         text, final, _ = await collect(client, sealed_target(keyring, model=model), "drop early")
         assert text and final.metrics.retries == 1
 
@@ -522,10 +511,7 @@ class TestProviderFailures:
         self, spawn_worker: SpawnWorker, client: FleetClient, keyring: Keyring, mock: RunningMock
     ) -> None:
         await spawn_worker(env={"FLEET_HTTP_READ_TIMEOUT": "0.5"})
-        model = f"mstall-{uuid.uuid4().hex[:6]}"
-        await mock_admin(
-            mock, "POST", "/_mock/faults", {"spec": "stall-after:2:5", "times": 1, "model": model}
-        )
+        model = await fault_model(mock, "mstall", "stall-after:2:5", 1)
         with pytest.raises(ProviderTimeout):
             await collect(client, sealed_target(keyring, model=model), "stall")
 
@@ -535,10 +521,7 @@ class TestFallbacks:
         self, spawn_worker: SpawnWorker, client: FleetClient, keyring: Keyring, mock: RunningMock
     ) -> None:
         await spawn_worker()
-        primary = f"mprimary-{uuid.uuid4().hex[:6]}"
-        await mock_admin(
-            mock, "POST", "/_mock/faults", {"spec": "404", "times": 1, "model": primary}
-        )
+        primary = await fault_model(mock, "mprimary", "404", 1)
         backup = sealed_target(keyring, model="mock-backup")
         final = await client.chat(
             sealed_target(keyring, model=primary),
