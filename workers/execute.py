@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import aiormq
 import structlog
 
 from contracts.errors import (
@@ -33,7 +34,7 @@ from providers.registry import ProviderRegistry
 from providers.retry import RetryPolicy, call_with_retry, stream_with_retry
 from workers.credentials import CredentialResolver
 from workers.logs import LIVE_SECRETS
-from workers.reply import ReplyStream
+from workers.reply import ReplyQueueGone, ReplyStream
 
 log = structlog.get_logger("llm_fleet.job")
 T = TypeVar("T")
@@ -48,6 +49,14 @@ class InputRejected(Exception):
     def __init__(self, error: FleetError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+class ProviderCallCrashed(Exception):
+    """An unexpected error inside a provider call, reduced to its type name.
+
+    The original was logged while the job's secrets were still registered with the
+    log redactor; its message may quote third-party text, so it does not travel on.
+    """
 
 
 # Errors that say nothing about other targets; trying a fallback would not help.
@@ -304,6 +313,13 @@ class Executor:
                         next=targets[i + 1].provider,
                     )
                     continue
+                except (ReplyQueueGone, ConnectionError, aiormq.exceptions.AMQPError):
+                    raise  # the runtime's to handle: nothing here involves the provider's text
+                except Exception as exc:
+                    # Logged here, while this job's secrets are registered with the log
+                    # redactor; what travels on carries only the exception's type.
+                    log.exception("provider_call_crashed")
+                    raise ProviderCallCrashed(type(exc).__name__) from None
             fields["target"] = Answered(provider=target.provider, model=target.model)
             return fields
         raise AssertionError("unreachable: the loop returns or raises")
