@@ -95,23 +95,33 @@ class _Outbox:
         return self._sender is None and not self.entries
 
     async def _send_loop(self) -> None:
+        taken: list[_Entry] = []
         try:
             while self.entries:
                 gap = self._last + self._pub.min_interval - time.monotonic()
                 if gap > 0:
                     await asyncio.sleep(gap)
-                entries, self.entries = self.entries, []
+                taken, self.entries = self.entries, []
                 self._last = time.monotonic()
-                for batch, bodies in self._pub.split([(e, e.stream.build(e)) for e in entries]):
+                for batch, bodies in self._pub.split(self._build(taken)):
                     await self._deliver(batch, bodies)
+                taken = []
         finally:
             self._sender = None
-            pending, self.entries = self.entries, []
-            for e in pending:  # only when cancelled (session teardown)
-                e.stream.failed(ConnectionError("reply publisher stopped"))
-                if e.future is not None and not e.future.done():
-                    e.future.cancel()
+            unsent, self.entries = taken + self.entries, []
+            if unsent:  # only when cancelled (session teardown)
+                _fail(unsent, ConnectionError("reply publisher stopped"))
             self._pub.release(self)
+
+    @staticmethod
+    def _build(entries: list[_Entry]) -> list[tuple[_Entry, bytes]]:
+        built: list[tuple[_Entry, bytes]] = []
+        for e in entries:
+            try:
+                built.append((e, e.stream.build(e)))
+            except Exception as exc:
+                _fail([e], exc)
+        return built
 
     async def _deliver(self, batch: list[_Entry], bodies: list[bytes]) -> None:
         try:
@@ -119,14 +129,19 @@ class _Outbox:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            for e in batch:
-                e.stream.failed(exc)
-                if e.future is not None and not e.future.done():
-                    e.future.set_exception(exc)
+            _fail(batch, exc)
             return
         for e in batch:
             if e.future is not None and not e.future.done():
                 e.future.set_result(None)
+
+
+def _fail(entries: list[_Entry], exc: BaseException) -> None:
+    """Tell each entry's job: its stream raises on the next call, its waiter gets `exc`."""
+    for e in entries:
+        e.stream.failed(exc)
+        if e.future is not None and not e.future.done():
+            e.future.set_exception(exc)
 
 
 class ReplyPublisher:
@@ -218,22 +233,29 @@ class ReplyStream:
         self.frames = 0
         self.first_delta_at: float | None = None
 
-    @property
-    def attempt(self) -> int:
-        return self._attempt
-
     def _push(
-        self, frame_cls: type[Any], fields: dict[str, Any] | None, wait: bool
-    ) -> asyncio.Future[None] | None:
+        self,
+        frame_cls: type[Any],
+        fields: dict[str, Any] | None,
+        *,
+        hold: float = 0.0,
+        future: asyncio.Future[None] | None = None,
+    ) -> None:
         if self._box is None:
             raise RuntimeError("reply stream already closed")
-        future = asyncio.get_running_loop().create_future() if wait else None
-        self._box.push(_Entry(self, frame_cls, fields, future))
-        return future
+        self._box.push(_Entry(self, frame_cls, fields, future), hold=hold)
+
+    async def _push_confirmed(self, frame_cls: type[Any], fields: dict[str, Any]) -> None:
+        """Queue a frame and return once the message carrying it is confirmed."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._push(frame_cls, fields, future=future)
+        await future
 
     def start(self, worker_id: str) -> None:
-        """Announce the attempt; it travels with the next message, nobody waits for it."""
-        self._push(Start, {"worker": worker_id}, wait=False)
+        """Announce the attempt without a publish of its own: it rides with the first
+        delta (a separate publish would compete with the provider request for the
+        loop), or leaves alone after `start_hold` when the provider is slow."""
+        self._push(Start, {"worker": worker_id}, hold=self._pub.start_hold)
 
     def text(self, piece: str) -> None:
         if self._failure is not None:
@@ -253,7 +275,7 @@ class ReplyStream:
             self.first_delta_at = time.monotonic()
         if not self._queued:
             self._queued = True
-            self._push(Delta, None, wait=False)
+            self._push(Delta, None)
 
     def build(self, entry: _Entry) -> bytes:
         """Number and encode a frame at the moment its message is assembled."""
@@ -263,35 +285,33 @@ class ReplyStream:
             self._text, self._tools = [], []
         else:
             fields = entry.fields or {}
-        seq = self._seq
+        metrics = fields.get("metrics")
+        if metrics is not None:
+            metrics.frames = self.frames + 1
+        body = encode(
+            entry.frame_cls(request_id=self._rid, attempt=self._attempt, seq=self._seq, **fields)
+        )
+        # Counted only once encoded: a frame that failed leaves no gap in `seq`.
         self._seq += 1
         self.frames += 1
-        if entry.frame_cls is Final:
-            fields["metrics"].frames = self.frames
-        return encode(
-            entry.frame_cls(request_id=self._rid, attempt=self._attempt, seq=seq, **fields)
-        )
+        return body
 
     def failed(self, exc: BaseException) -> None:
         if self._failure is None:
             self._failure = exc
 
-    async def _wait(self, future: asyncio.Future[None] | None) -> None:
-        assert future is not None
-        await future
-
     async def finish(self, **fields: Any) -> None:
         """Queue the final frame after any buffered text; return once it is confirmed."""
         if self._failure is not None:
             raise self._failure
-        await self._wait(self._push(Final, fields, wait=True))
+        await self._push_confirmed(Final, fields)
 
     async def fail(self, **fields: Any) -> None:
         """Queue an error frame (text not yet sent is dropped) and wait for its confirm."""
         self._text, self._tools = [], []
         if isinstance(self._failure, ReplyQueueGone):
             raise self._failure
-        await self._wait(self._push(Error, fields, wait=True))
+        await self._push_confirmed(Error, fields)
 
     def close(self) -> None:
         if self._box is not None:

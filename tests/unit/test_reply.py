@@ -1,0 +1,90 @@
+"""ReplyStream batching, against a fake confirm channel (the broker path is in integration)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from contracts.codec import decode_frames
+from contracts.frames import Answered, Delta, Final, Start
+from workers.config import CoalesceSettings
+from workers.reply import ReplyPublisher, ReplyStream
+
+
+class Channel:
+    """Records what would be published; confirms at once."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    async def basic_publish(self, body: bytes, **_: Any) -> None:
+        self.bodies.append(body)
+
+
+async def test_start_rides_with_the_first_delta() -> None:
+    channel = Channel()
+    pub = ReplyPublisher(channel, CoalesceSettings(interval=0.0, start_hold=0.5))  # type: ignore[arg-type]
+    stream = ReplyStream(pub, reply_to="q", request_id="r", attempt=1)
+    stream.start("w1")
+    await asyncio.sleep(0.05)
+    assert channel.bodies == []  # held back, waiting for company
+    stream.text("hi")
+    await asyncio.sleep(0.01)
+    (first,) = channel.bodies
+    assert [type(f) for f in decode_frames(first)] == [Start, Delta]
+    stream.close()
+
+
+async def test_start_goes_alone_when_the_provider_is_slow() -> None:
+    channel = Channel()
+    pub = ReplyPublisher(channel, CoalesceSettings(interval=0.0, start_hold=0.02))  # type: ignore[arg-type]
+    stream = ReplyStream(pub, reply_to="q", request_id="r", attempt=1)
+    stream.start("w1")
+    await asyncio.sleep(0.1)
+    assert [type(f) for f in decode_frames(channel.bodies[0])] == [Start]
+    stream.close()
+
+
+async def test_streams_sharing_a_reply_queue_share_messages_and_keep_order() -> None:
+    channel = Channel()
+    pub = ReplyPublisher(channel, CoalesceSettings(interval=0.01, start_hold=0.0))  # type: ignore[arg-type]
+    a = ReplyStream(pub, reply_to="q", request_id="a", attempt=1)
+    b = ReplyStream(pub, reply_to="q", request_id="b", attempt=2)
+    for piece in ("x", "y", "z"):
+        a.text(piece)
+        b.text(piece.upper())
+    await asyncio.gather(
+        a.finish(target=Answered(provider="p", model="m")),
+        b.finish(target=Answered(provider="p", model="m")),
+    )
+    frames = [f for body in channel.bodies for f in decode_frames(body)]
+    assert len(channel.bodies) < len(frames)  # batched: fewer messages than frames
+    for rid, text, attempt in (("a", "xyz", 1), ("b", "XYZ", 2)):
+        mine = [f for f in frames if f.request_id == rid]
+        assert [f.seq for f in mine] == list(range(len(mine)))
+        assert "".join(f.text for f in mine if isinstance(f, Delta)) == text
+        assert isinstance(mine[-1], Final) and mine[-1].attempt == attempt
+    a.close()
+    b.close()
+
+
+async def test_a_frame_that_cannot_be_built_fails_its_job_not_the_batch() -> None:
+    """Used to kill the sender task, leaving every waiting job hung for ever."""
+    channel = Channel()
+    pub = ReplyPublisher(channel, CoalesceSettings(interval=0.0, start_hold=0.0))  # type: ignore[arg-type]
+    bad = ReplyStream(pub, reply_to="q", request_id="bad", attempt=1)
+    good = ReplyStream(pub, reply_to="q", request_id="good", attempt=1)
+    outcome = await asyncio.wait_for(
+        asyncio.gather(
+            bad.finish(target=object()),  # not encodable
+            good.finish(target=Answered(provider="p", model="m")),
+            return_exceptions=True,
+        ),
+        timeout=2,
+    )
+    assert isinstance(outcome[0], TypeError) and outcome[1] is None
+    await bad.fail(code="internal", message="could not encode the answer")
+    frames = [f for body in channel.bodies for f in decode_frames(body)]
+    assert [(f.request_id, f.seq) for f in frames if f.request_id == "bad"] == [("bad", 0)]
+    bad.close()
+    good.close()
