@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import aiormq
 import structlog
 
 from contracts.errors import (
@@ -17,7 +16,7 @@ from contracts.errors import (
     Expired,
     FleetError,
 )
-from contracts.frames import Answered, Embeddings, Metrics, RerankItem, VerifyInfo
+from contracts.frames import Answered, Embeddings, Metrics, VerifyInfo
 from contracts.jobs import ChatJob, EmbedJob, Job, Message, RerankJob, Target, ToolCall, VerifyJob
 from providers.base import (
     ChatRequest,
@@ -34,7 +33,7 @@ from providers.registry import ProviderRegistry
 from providers.retry import RetryPolicy, call_with_retry, stream_with_retry
 from workers.credentials import CredentialResolver
 from workers.logs import LIVE_SECRETS
-from workers.reply import ReplyQueueGone, ReplyStream
+from workers.reply import BROKER_ERRORS, ReplyQueueGone, ReplyStream
 
 log = structlog.get_logger("llm_fleet.job")
 T = TypeVar("T")
@@ -58,6 +57,9 @@ class ProviderCallCrashed(Exception):
     log redactor; its message may quote third-party text, so it does not travel on.
     """
 
+
+# Raised by the reply stream, not the provider: the runtime decides what they mean.
+_RUNTIME_ERRORS: tuple[type[BaseException], ...] = (ReplyQueueGone, *BROKER_ERRORS)
 
 # Errors that say nothing about other targets; trying a fallback would not help.
 _NO_FALLBACK = (ContractError, Cancelled, Expired)
@@ -121,48 +123,47 @@ class _ToolAssembler:
         ]
 
 
-Handler = Callable[
-    [Any, Target, Provider, Secret, ReplyStream, RunState, RetryPolicy], Awaitable[dict[str, Any]]
-]
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """What a handler needs for one target: who to call, with what, and where to report."""
+
+    target: Target
+    provider: Provider
+    secret: Secret
+    stream: ReplyStream
+    state: RunState
+    policy: RetryPolicy
+
+    async def run(self, fn: Callable[[], Awaitable[T]]) -> T:
+        return await self.state.call(self.policy, fn)
 
 
-async def _chat(
-    job: ChatJob,
-    target: Target,
-    provider: Provider,
-    secret: Secret,
-    stream: ReplyStream,
-    state: RunState,
-    policy: RetryPolicy,
-) -> dict[str, Any]:
+Handler = Callable[[Any, _Call], Awaitable[dict[str, Any]]]
+
+
+async def _chat(job: ChatJob, call: _Call) -> dict[str, Any]:
     req = ChatRequest(
-        model=target.model,
+        model=call.target.model,
         messages=job.messages,
         tools=job.tools,
         options=ModelOptions.from_mapping(job.options),
     )
     if job.stream:
-        return await _stream_chat(req, provider, secret, stream, state, policy)
-    res = await state.call(policy, lambda: provider.chat(req, secret))
+        return await _stream_chat(req, call)
+    res = await call.run(lambda: call.provider.chat(req, call.secret))
     return {"message": res.message, "finish_reason": res.finish_reason, "usage": res.usage}
 
 
-async def _stream_chat(
-    req: ChatRequest,
-    provider: Provider,
-    secret: Secret,
-    stream: ReplyStream,
-    state: RunState,
-    policy: RetryPolicy,
-) -> dict[str, Any]:
+async def _stream_chat(req: ChatRequest, call: _Call) -> dict[str, Any]:
+    state, stream = call.state, call.stream
     parts: list[str] = []
     tools = _ToolAssembler()
     end: StreamEnd | None = None
     t0 = time.monotonic()
     try:
         events = stream_with_retry(
-            policy,
-            lambda: provider.stream_chat(req, secret),
+            call.policy,
+            lambda: call.provider.stream_chat(req, call.secret),
             deadline=state.deadline,
             on_retry=state.on_retry,
         )
@@ -191,50 +192,28 @@ async def _stream_chat(
     }
 
 
-async def _embed(
-    job: EmbedJob,
-    target: Target,
-    provider: Provider,
-    secret: Secret,
-    stream: ReplyStream,
-    state: RunState,
-    policy: RetryPolicy,
-) -> dict[str, Any]:
+async def _embed(job: EmbedJob, call: _Call) -> dict[str, Any]:
     req = EmbedRequest(
-        model=target.model, inputs=job.inputs, input_type=job.input_type, dimensions=job.dimensions
+        model=call.target.model,
+        inputs=job.inputs,
+        input_type=job.input_type,
+        dimensions=job.dimensions,
     )
-    res = await state.call(policy, lambda: provider.embed(req, secret))
+    res = await call.run(lambda: call.provider.embed(req, call.secret))
     embeddings = Embeddings(dims=res.dims, count=res.count, data=res.data)
     return {"embeddings": embeddings, "usage": res.usage}
 
 
-async def _rerank(
-    job: RerankJob,
-    target: Target,
-    provider: Provider,
-    secret: Secret,
-    stream: ReplyStream,
-    state: RunState,
-    policy: RetryPolicy,
-) -> dict[str, Any]:
+async def _rerank(job: RerankJob, call: _Call) -> dict[str, Any]:
     req = RerankRequest(
-        model=target.model, query=job.query, documents=job.documents, top_n=job.top_n
+        model=call.target.model, query=job.query, documents=job.documents, top_n=job.top_n
     )
-    res = await state.call(policy, lambda: provider.rerank(req, secret))
-    items: list[RerankItem] = res.items
-    return {"rerank": items, "usage": res.usage}
+    res = await call.run(lambda: call.provider.rerank(req, call.secret))
+    return {"rerank": res.items, "usage": res.usage}
 
 
-async def _verify(
-    job: VerifyJob,
-    target: Target,
-    provider: Provider,
-    secret: Secret,
-    stream: ReplyStream,
-    state: RunState,
-    policy: RetryPolicy,
-) -> dict[str, Any]:
-    res = await state.call(policy, lambda: provider.verify(secret))
+async def _verify(job: VerifyJob, call: _Call) -> dict[str, Any]:
+    res = await call.run(lambda: call.provider.verify(call.secret))
     return {"verify": VerifyInfo(ok=res.ok, detail=res.detail)}
 
 
@@ -297,7 +276,7 @@ class Executor:
             with LIVE_SECRETS.holding(secret.values()):
                 try:
                     fields = await handler(
-                        job, target, provider, secret, stream, state, self._retry
+                        job, _Call(target, provider, secret, stream, state, self._retry)
                     )
                 except ContractError as exc:  # e.g. an option value that cannot be mapped
                     raise InputRejected(exc) from None
@@ -313,7 +292,7 @@ class Executor:
                         next=targets[i + 1].provider,
                     )
                     continue
-                except (ReplyQueueGone, ConnectionError, aiormq.exceptions.AMQPError):
+                except _RUNTIME_ERRORS:
                     raise  # the runtime's to handle: nothing here involves the provider's text
                 except Exception as exc:
                     # Logged here, while this job's secrets are registered with the log

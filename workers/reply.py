@@ -31,6 +31,11 @@ from workers.config import CoalesceSettings
 _FIXARRAY, _ARRAY16, _ARRAY32 = 0x90, 0xDC, 0xDD
 
 
+# What a lost or failing broker connection raises into a job (OSError covers
+# ConnectionError and TimeoutError). Jobs hit by these are left unacked.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (OSError, aiormq.exceptions.AMQPError)
+
+
 class ReplyQueueGone(Exception):
     """The producer's reply queue no longer exists (mandatory publish was returned)."""
 

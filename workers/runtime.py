@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
-import aiormq
 import msgspec
 import structlog
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
@@ -37,11 +37,10 @@ from contracts.jobs import Job
 from workers.config import Settings
 from workers.execute import Executor, InputRejected, RunState
 from workers.metrics import WorkerMetrics
-from workers.reply import ReplyPublisher, ReplyQueueGone, ReplyStream
+from workers.reply import BROKER_ERRORS, ReplyPublisher, ReplyQueueGone, ReplyStream
 
 log = structlog.get_logger("llm_fleet.worker")
 
-_CONNECTION_ERRORS = (ConnectionError, OSError, aiormq.exceptions.AMQPError, TimeoutError)
 _CANCEL_MEMORY = 10_000  # request ids remembered for cancels that arrive before their job
 
 
@@ -87,7 +86,8 @@ class Worker:
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: dict[str, _Running] = {}
-        self._cancelled: dict[str, float] = {}
+        # Cancels that arrived before their job (insertion-ordered, bounded).
+        self._cancelled: OrderedDict[str, None] = OrderedDict()
         self._session: _Session | None = None
         self._publisher: ReplyPublisher | None = None
 
@@ -106,7 +106,7 @@ class Worker:
         while not self._stop.is_set():
             try:
                 session = await self._open()
-            except _CONNECTION_ERRORS as exc:
+            except BROKER_ERRORS as exc:
                 log.warning("broker_unreachable", error=repr(exc), retry_in_s=delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
@@ -237,13 +237,9 @@ class Worker:
             self._remember_cancel(rid)
 
     def _remember_cancel(self, rid: str) -> None:
-        now = time.monotonic()
-        if len(self._cancelled) >= _CANCEL_MEMORY:
-            for old in [k for k, exp in self._cancelled.items() if exp < now][:1000] or list(
-                self._cancelled
-            )[:1000]:
-                self._cancelled.pop(old, None)
-        self._cancelled[rid] = now + 600.0
+        self._cancelled[rid] = None
+        if len(self._cancelled) > _CANCEL_MEMORY:
+            self._cancelled.popitem(last=False)  # forget the oldest
 
     async def _on_dead_notice(self, message: AbstractIncomingMessage) -> None:
         """Answer producers whose job the broker dead-lettered (delivery limit reached)."""
@@ -321,7 +317,8 @@ class Worker:
         running = _Running(task)
         self._running[rid] = running
         try:
-            if self._cancelled.pop(rid, None) is not None:
+            if rid in self._cancelled:
+                del self._cancelled[rid]
                 raise Cancelled("cancelled by the producer before it started")
             remaining = self._remaining(job)
             if remaining is not None and remaining <= 0:
@@ -346,7 +343,7 @@ class Worker:
         except ReplyQueueGone:
             log.warning("reply_queue_gone", reply_to=message.reply_to)
             await self._settle(message, kind, "reply_queue_gone")
-        except _CONNECTION_ERRORS as exc:
+        except BROKER_ERRORS as exc:
             # The broker connection failed under us: nothing can be answered or acked on
             # it, and the broker requeues the job for another attempt.
             log.warning("broker_lost_mid_job", error=repr(exc))
