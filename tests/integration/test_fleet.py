@@ -7,6 +7,7 @@ import json
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import aio_pika
@@ -58,17 +59,27 @@ async def fault_model(mock: RunningMock, prefix: str, spec: str, times: int) -> 
     return model
 
 
-async def collect(client: FleetClient, target: Target, prompt: str) -> tuple[str, Final, int]:
+async def collect(
+    client: FleetClient,
+    target: Target,
+    prompt: str,
+    *,
+    options: dict[str, Any] | None = None,
+    on_delta: Callable[[], None] | None = None,
+) -> tuple[str, Final, int]:
     """Stream one chat; return the text the caller would show, the final frame, restarts seen."""
     parts: list[str] = []
     final: Final | None = None
     restarts = 0
-    async for ev in client.stream_chat(target, [Message(role="user", content=prompt)]):
+    messages = [Message(role="user", content=prompt)]
+    async for ev in client.stream_chat(target, messages, options=options):
         if isinstance(ev, Restart):
             parts.clear()
             restarts += 1
         elif isinstance(ev, Delta):
             parts.append(ev.text)
+            if on_delta is not None:
+                on_delta()
         elif isinstance(ev, Final):
             assert final is None, "two final frames for one request"
             final = ev
@@ -215,24 +226,13 @@ class TestFailover:
             seen_delta = {p: asyncio.Event() for p in prompts}
 
             async def one(prompt: str) -> tuple[str, Final, int]:
-                parts: list[str] = []
-                restarts = 0
-                final: Final | None = None
-                async for ev in client.stream_chat(
-                    slow, [Message(role="user", content=prompt)], options={"max_tokens": 24}
-                ):
-                    if isinstance(ev, Restart):
-                        parts.clear()
-                        restarts += 1
-                    elif isinstance(ev, Delta):
-                        parts.append(ev.text)
-                        seen_delta[prompt].set()
-                        await asyncio.sleep(0)
-                    elif isinstance(ev, Final):
-                        assert final is None
-                        final = ev
-                assert final is not None
-                return "".join(parts), final, restarts
+                return await collect(
+                    client,
+                    slow,
+                    prompt,
+                    options={"max_tokens": 24},
+                    on_delta=seen_delta[prompt].set,
+                )
 
             # Slow the stream down so every job is mid-answer when the worker dies.
             await mock_admin(
@@ -266,21 +266,7 @@ class TestFailover:
         started = [asyncio.Event() for _ in range(8)]
 
         async def one(i: int) -> tuple[str, Final, int]:
-            parts: list[str] = []
-            restarts = 0
-            final: Final | None = None
-            async for ev in client.stream_chat(
-                target, [Message(role="user", content=f"drain {i}")]
-            ):
-                if isinstance(ev, Restart):
-                    restarts += 1
-                elif isinstance(ev, Delta):
-                    parts.append(ev.text)
-                    started[i].set()
-                elif isinstance(ev, Final):
-                    final = ev
-            assert final is not None
-            return "".join(parts), final, restarts
+            return await collect(client, target, f"drain {i}", on_delta=started[i].set)
 
         tasks = [asyncio.create_task(one(i)) for i in range(8)]
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 30)

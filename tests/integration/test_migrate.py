@@ -53,7 +53,8 @@ async def test_creates_the_database_applies_in_order_once(fresh_db: str, tmp_pat
     assert [(r["version"], r["name"]) for r in rows] == [(1, "things"), (2, "seed"), (3, "more")]
     assert all(len(r["checksum"]) == 64 for r in rows)
     assert [tuple(r) for r in await fetch(fresh_db, "SELECT * FROM things ORDER BY id")] == [
-        (1, "x"), (2, "x"),
+        (1, "x"),
+        (2, "x"),
     ]
     write(d, {"0004_next.sql": "INSERT INTO things VALUES (3, 'y');"})
     assert await migrate(fresh_db, d) == ["0004_next.sql"]
@@ -77,7 +78,9 @@ async def test_a_failing_migration_leaves_nothing_behind(fresh_db: str, tmp_path
     with pytest.raises(asyncpg.UniqueViolationError):
         await migrate(fresh_db, d)
     assert [r["version"] for r in await fetch(fresh_db, f"SELECT version FROM {SCHEMA_TABLE}")] == [
-        1, 2, 3,
+        1,
+        2,
+        3,
     ]
     assert await fetch(fresh_db, "SELECT to_regclass('half') AS t") == [(None,)]
 

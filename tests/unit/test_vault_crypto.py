@@ -26,10 +26,12 @@ PLAIN = "sk-unit-plaintext-4242"
 
 def keyring(**named: bytes) -> Keyring:
     b64 = {k: base64.b64encode(v).decode() for k, v in named.items()}
-    return Keyring.from_env({
-        "INTEGRATION_CRYPTO_KEYS": ",".join(f"{k}:{v}" for k, v in b64.items()),
-        "INTEGRATION_CRYPTO_KEY": next(iter(b64.values())),
-    })
+    return Keyring.from_env(
+        {
+            "INTEGRATION_CRYPTO_KEYS": ",".join(f"{k}:{v}" for k, v in b64.items()),
+            "INTEGRATION_CRYPTO_KEY": next(iter(b64.values())),
+        }
+    )
 
 
 def sealed(ring: Keyring, cid: str, provider: str = "openai") -> SealedRow:
