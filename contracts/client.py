@@ -44,7 +44,17 @@ from contracts.amqp import declare_topology
 from contracts.codec import decode_frames, encode
 from contracts.errors import ContractError, ProviderTimeout, error_for_code
 from contracts.frames import Delta, Error, Final, Frame, Start, VerifyInfo
-from contracts.jobs import ChatJob, EmbedJob, Job, Message, RerankJob, Target, Tool, VerifyJob
+from contracts.jobs import (
+    ChatJob,
+    EmbedJob,
+    Job,
+    Message,
+    RerankJob,
+    Target,
+    Tool,
+    VerifyJob,
+    job_kind,
+)
 
 # stdlib logging: producers import `contracts` without the worker's logging stack.
 log = logging.getLogger("llm_fleet.client")
@@ -334,7 +344,7 @@ class FleetClient:
         """Publish a job and wait for the broker's confirm (no waiting for the answer)."""
         if self._jobs is None:
             raise RuntimeError("FleetClient is not connected; use `async with FleetClient(...)`")
-        kind = type(job).__name__.removesuffix("Job").lower()
+        kind = job_kind(job)
         queue = t.QUEUE_BATCH if batch else t.DEFAULT_QUEUE_FOR_KIND[kind]
         message = aio_pika.Message(
             encode(job),

@@ -105,3 +105,15 @@ class VerifyJob(JobBase, tag="verify"):
 
 Job = ChatJob | EmbedJob | RerankJob | VerifyJob
 JobKind = Literal["chat", "embed", "rerank", "verify"]
+
+_KINDS: dict[type[JobBase], JobKind] = {
+    ChatJob: "chat",
+    EmbedJob: "embed",
+    RerankJob: "rerank",
+    VerifyJob: "verify",
+}
+
+
+def job_kind(job: Job) -> JobKind:
+    """The job's `kind` tag (msgspec keeps tags on the class, not the instance)."""
+    return _KINDS[type(job)]

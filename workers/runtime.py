@@ -33,7 +33,7 @@ from contracts.errors import (
     InternalError,
     ProviderTimeout,
 )
-from contracts.jobs import Job
+from contracts.jobs import Job, job_kind
 from workers.config import Settings
 from workers.execute import Executor, InputRejected, RunState
 from workers.metrics import WorkerMetrics
@@ -274,7 +274,7 @@ class Worker:
             rid = message.correlation_id or peek_request_id(message.body) or ""
             await self._reject(message, rid, attempt, exc, kind="unknown")
             return
-        kind = type(job).__name__.removesuffix("Job").lower()
+        kind = job_kind(job)
         # Each job runs in its own task, so this context is the job's alone.
         structlog.contextvars.bind_contextvars(
             request_id=job.request_id,

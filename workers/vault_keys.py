@@ -73,10 +73,6 @@ class RotationReport:
     unreadable: dict[str, str] = field(default_factory=dict)  # id -> reason (no contents)
     remaining: int = 0  # rows still under another key, not counting unreadable ones
 
-    @property
-    def complete(self) -> bool:
-        return self.remaining == 0 and not self.unreadable
-
 
 async def _rotate_batch(vault: Vault, keyring: Keyring, size: int, report: RotationReport) -> int:
     """Re-encrypt up to `size` rows in one transaction; return how many rows were looked at."""
