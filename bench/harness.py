@@ -33,6 +33,7 @@ from bench import report
 from bench.streams import CountingClient
 from contracts.amqp import declare_topology
 from contracts.jobs import Credential, Target
+from contracts.topology import MESSAGE_QUEUES
 from workers.crypto import Keyring, seal
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,9 +138,10 @@ async def purge_fleet_queues(amqp_url: str) -> None:
     """Jobs left by an aborted run would land on this run's workers."""
     conn = await aio_pika.connect(amqp_url)
     try:
+        await declare_topology(conn)
         channel = await conn.channel()
-        for queue in (await declare_topology(channel)).values():
-            await queue.purge()
+        for name in MESSAGE_QUEUES:
+            await (await channel.get_queue(name)).purge()
     finally:
         await conn.close()
 

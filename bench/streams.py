@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from aio_pika.abc import AbstractIncomingMessage
+from aiormq.abc import DeliveredMessage
 
 from contracts.client import FleetClient, Restart
 from contracts.frames import Delta, Final
@@ -48,7 +48,7 @@ class CountingClient(FleetClient):
         self.messages = 0
         self.bytes = 0
 
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+    async def _on_reply(self, message: DeliveredMessage) -> None:
         self.messages += 1
         self.bytes += len(message.body)
         await super()._on_reply(message)

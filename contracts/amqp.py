@@ -2,24 +2,33 @@
 
 Producers and workers both call `declare_topology` so that whichever starts
 first creates it; a job published before any worker ran is queued, not lost.
+
+Every queue the fleet consumes is bounded: job queues by a delivery limit and
+a dead-letter exchange, dead-letter notices by a small delivery limit of their
+own, so no message can circulate for ever.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractQueue
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from contracts import topology as t
 
+log = logging.getLogger("llm_fleet.topology")
 
-def job_queue_arguments(delivery_limit: int) -> dict[str, Any]:
+
+def job_queue_arguments(broker_delivery_limit: int) -> dict[str, Any]:
     return {
         "x-queue-type": "quorum",
-        # Poison messages (a job that kills its worker every time) stop after this
-        # many deliveries and are dead-lettered instead of looping for ever.
-        "x-delivery-limit": delivery_limit,
+        # A backstop only: workers dead-letter a job that crashed `delivery_limit`
+        # workers themselves (they can tell a crash from a broker restart; the
+        # broker counts both).
+        "x-delivery-limit": broker_delivery_limit,
         "x-dead-letter-exchange": t.DEAD_LETTER_EXCHANGE,
         # The default dead-lettering republishes without confirms and can lose
         # messages; at-least-once needs reject-publish overflow (RabbitMQ ≥ 3.10).
@@ -28,28 +37,69 @@ def job_queue_arguments(delivery_limit: int) -> dict[str, Any]:
     }
 
 
+def _queue_arguments(broker_delivery_limit: int) -> dict[str, dict[str, Any]]:
+    job_args = job_queue_arguments(broker_delivery_limit)
+    return {
+        **{name: job_args for name in t.JOB_QUEUES},
+        t.DEAD_QUEUE: {"x-queue-type": "quorum"},
+        # Without a dead-letter exchange, a notice over its limit is dropped; the
+        # job itself is still in llm.dead.
+        t.DEAD_NOTIFY_QUEUE: {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": t.NOTICE_DELIVERY_LIMIT,
+        },
+        t.RELEASES_QUEUE: {"x-queue-type": "stream", "x-max-age": t.RELEASES_MAX_AGE},
+    }
+
+
+async def _declare_queue(
+    connection: AbstractConnection, channel: AbstractChannel, name: str, arguments: dict[str, Any]
+) -> AbstractChannel:
+    """Declare one durable queue; keep an existing one declared with other arguments.
+
+    RabbitMQ refuses to change a queue's arguments (PRECONDITION_FAILED, which
+    also closes the channel). A fleet upgraded in place keeps running on the
+    queue as it is, and says so once per declaration, rather than refusing to start.
+    """
+    try:
+        await channel.declare_queue(name, durable=True, arguments=arguments)
+        return channel
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        log.warning(
+            "queue %s exists with other arguments than this version declares (%s); "
+            "using it as it is. To adopt the new arguments, drain and delete the queue "
+            "while no producer runs, or set a RabbitMQ policy (README: Upgrading).",
+            name,
+            exc,
+        )
+    channel = await connection.channel()
+    await channel.declare_queue(name, passive=True)
+    return channel
+
+
 async def declare_topology(
-    channel: AbstractChannel, *, delivery_limit: int = t.DEFAULT_DELIVERY_LIMIT
-) -> dict[str, AbstractQueue]:
-    """Declare exchanges and queues; return the queues by name."""
-    queues: dict[str, AbstractQueue] = {}
-    jobs = await channel.declare_exchange(
-        t.JOBS_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
-    )
-    dlx = await channel.declare_exchange(
-        t.DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
-    )
-    await channel.declare_exchange(t.CONTROL_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True)
-    for name in t.JOB_QUEUES:
-        queue = await channel.declare_queue(
-            name, durable=True, arguments=job_queue_arguments(delivery_limit)
+    connection: AbstractConnection,
+    *,
+    broker_delivery_limit: int = t.DEFAULT_BROKER_DELIVERY_LIMIT,
+) -> None:
+    """Declare exchanges, queues and bindings on a channel of its own."""
+    channel = await connection.channel()
+    try:
+        await channel.declare_exchange(
+            t.JOBS_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
         )
-        await queue.bind(jobs, routing_key=name)
-        queues[name] = queue
-    for name in (t.DEAD_QUEUE, t.DEAD_NOTIFY_QUEUE):
-        queue = await channel.declare_queue(
-            name, durable=True, arguments={"x-queue-type": "quorum"}
+        await channel.declare_exchange(
+            t.DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
         )
-        await queue.bind(dlx)
-        queues[name] = queue
-    return queues
+        await channel.declare_exchange(
+            t.CONTROL_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        for name, arguments in _queue_arguments(broker_delivery_limit).items():
+            channel = await _declare_queue(connection, channel, name, arguments)
+        raw = await channel.get_underlay_channel()
+        for name in t.JOB_QUEUES:
+            await raw.queue_bind(name, t.JOBS_EXCHANGE, routing_key=name)
+        for name in (t.DEAD_QUEUE, t.DEAD_NOTIFY_QUEUE):
+            await raw.queue_bind(name, t.DEAD_LETTER_EXCHANGE, routing_key="")
+    finally:
+        await channel.close()

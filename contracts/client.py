@@ -3,7 +3,7 @@
 ```python
 async with FleetClient(amqp_url) as client:
     async for event in client.stream_chat(target, messages):
-        if isinstance(event, Restart):   # a worker died; the job is being redone
+        if isinstance(event, Restart):   # the answer is being redone: drop what was shown
             answer.clear()
         elif isinstance(event, Delta):
             answer.append(event.text)
@@ -11,10 +11,18 @@ async with FleetClient(amqp_url) as client:
             print(event.usage, event.metrics)
 ```
 
-Jobs are published with publisher confirms. Replies arrive on one exclusive
-queue per client, are demultiplexed by request id, put in `seq` order, and
-frames of an older attempt are dropped once a newer attempt starts. Leaving
+Jobs are published with publisher confirms. Replies arrive on one reply queue
+per client, are demultiplexed by request id, put in `seq` order, and frames of
+an older attempt are dropped once a newer attempt starts. Leaving
 `stream_chat` early cancels the job on whichever worker runs it.
+
+Nothing in flight is lost to a broker restart or a lost cluster node: the
+reply queue is durable (it expires only once the client is gone), the client
+reconnects by itself (to the next broker address first), and if its reply
+queue did not survive, every request in flight is published again as a new
+*submission* whose frames alone are read. A caller who waited sees `Restart`
+and a clean answer; if no broker comes back within `reconnect_timeout`,
+requests in flight fail with a retryable `ProviderUnavailable`.
 """
 
 from __future__ import annotations
@@ -26,24 +34,23 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import aio_pika
+import aiormq
 import msgspec
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractExchange,
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustConnection,
-)
+from aio_pika.abc import AbstractConnection
+from aiormq.abc import AbstractChannel as RawChannel
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
 
 from contracts import topology as t
 from contracts.amqp import declare_topology
+from contracts.brokers import DEFAULT_AMQP_URL, Backoff, BrokerRing
 from contracts.codec import decode_frames, encode
-from contracts.errors import ContractError, ProviderTimeout, error_for_code
-from contracts.frames import Delta, Error, Final, Frame, Start, VerifyInfo
+from contracts.errors import ContractError, FleetError, ProviderTimeout, ProviderUnavailable
+from contracts.errors import error_for_code as _error_for_code
+from contracts.frames import Delta, Error, Final, Frame, Start, ToolCallDelta, VerifyInfo
 from contracts.jobs import (
     ChatJob,
     EmbedJob,
@@ -59,12 +66,19 @@ from contracts.jobs import (
 # stdlib logging: producers import `contracts` without the worker's logging stack.
 log = logging.getLogger("llm_fleet.client")
 
-DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+__all__ = ["DEFAULT_AMQP_URL", "ChatEvent", "FleetClient", "Restart"]
+
+# What a lost broker connection raises into a publish or an ack.
+_BROKER_ERRORS: tuple[type[BaseException], ...] = (OSError, aiormq.exceptions.AMQPError)
 
 
 @dataclass(frozen=True, slots=True)
 class Restart:
-    """A newer attempt began: discard any partial output shown for this request."""
+    """The answer is being redone: discard any partial output shown for this request.
+
+    `attempt` is the new attempt's number, or 0 when the client itself published
+    the request again (its reply queue was lost with a broker).
+    """
 
     attempt: int
 
@@ -75,113 +89,317 @@ ChatEvent = Delta | Restart | Final
 class _Inbox:
     """Orders one request's frames by seq and keeps only the newest attempt."""
 
-    __slots__ = ("attempt", "held", "next_seq", "queue", "shown")
+    __slots__ = ("attempt", "held", "next_seq", "queue", "shown", "submission")
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[Frame | Restart] = asyncio.Queue()
+        self.queue: asyncio.Queue[Frame | Restart | FleetError] = asyncio.Queue()
+        self.submission = 0
         self.attempt = 0
         self.next_seq = 0
         self.held: dict[int, Frame] = {}
         self.shown = False
 
     def push(self, frame: Frame) -> None:
-        if frame.attempt < self.attempt:
+        if frame.submission != self.submission or frame.attempt < self.attempt:
             return
         if frame.attempt > self.attempt:
-            if self.shown:
-                self.queue.put_nowait(Restart(frame.attempt))
-            self.attempt, self.next_seq, self.shown = frame.attempt, 0, False
-            self.held.clear()
+            self._begin(Restart(frame.attempt))
+            self.attempt = frame.attempt
         if frame.seq < self.next_seq:
             return  # duplicate
         if frame.seq > self.next_seq:
-            self.held[frame.seq] = frame
+            if type(frame) is Final or type(frame) is Error:
+                self._finish_after_gap(frame)
+            else:
+                self.held[frame.seq] = frame
             return
         self._deliver(frame)
         while self.next_seq in self.held:
             self._deliver(self.held.pop(self.next_seq))
 
+    def resubmitted(self, submission: int) -> None:
+        """The request was published again: only that submission's frames count now."""
+        self.submission = submission
+        self.attempt = 0
+        self._begin(Restart(0))
+
+    def _begin(self, restart: Restart) -> None:
+        if self.shown:
+            self.queue.put_nowait(restart)
+        self.next_seq, self.shown = 0, False
+        self.held.clear()
+
+    def _finish_after_gap(self, frame: Final | Error) -> None:
+        """Frames before the last one were lost (transient deltas do not survive a
+        broker restart; the persistent final does). The final frame holds the whole
+        answer, so the caller is given it in one piece rather than a hole."""
+        self.held.clear()
+        message = frame.message if type(frame) is Final else None
+        if message is not None:
+            self._begin(Restart(frame.attempt))
+            tools = [
+                ToolCallDelta(index=i, id=c.id, name=c.name, arguments=c.arguments)
+                for i, c in enumerate(message.tool_calls or ())
+            ]
+            catch_up = Delta(
+                request_id=frame.request_id,
+                attempt=frame.attempt,
+                seq=frame.seq,
+                submission=frame.submission,
+                text=message.text(),
+                tool_calls=tools,
+            )
+            self.queue.put_nowait(catch_up)
+        self._deliver(frame)
+
     def _deliver(self, frame: Frame) -> None:
-        self.next_seq += 1
+        self.next_seq = frame.seq + 1
         if type(frame) is Delta:
             self.shown = True
         self.queue.put_nowait(frame)
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A request this client published and has not seen answered yet."""
+
+    job: Job
+    batch: bool
+    inbox: _Inbox | None  # None: submitted, answered through results()
+    submission: int = 0
+    confirmed: bool = False  # the broker has the current submission
+    sending: bool = False  # `_send` owns it (publishing, or waiting to publish again)
+
+
+@dataclass(slots=True)
+class _Session:
+    connection: AbstractConnection
+    publish: RawChannel  # confirms, mandatory returns raise
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class FleetClient:
     def __init__(
         self,
-        amqp_url: str = DEFAULT_AMQP_URL,
+        amqp_url: str | Sequence[str] = DEFAULT_AMQP_URL,
         *,
         default_timeout: float = 600.0,
-        delivery_limit: int = t.DEFAULT_DELIVERY_LIMIT,
         name: str = "llm-fleet client",
         reply_queue: str | None = None,
-        reply_queue_expires: float = 7 * 24 * 3600.0,
+        reply_queue_expires: float | None = None,
+        reconnect_timeout: float = 30.0,
+        broker_delivery_limit: int = t.DEFAULT_BROKER_DELIVERY_LIMIT,
     ) -> None:
-        """`reply_queue` names a durable reply queue (for backfills): answers wait there
+        """`amqp_url`: one broker, or several of a cluster (a list or comma-separated).
+
+        `reply_queue` names a durable reply queue (for backfills): answers wait there
         while the producer is down and come back through `results()` after a restart.
-        Without it, each client gets an exclusive queue that goes away with it."""
-        self._url = amqp_url
+        Without it, each client gets a queue of its own that is deleted on `close()`,
+        or `reply_queue_expires` seconds (default 120) after the client vanished.
+        `reconnect_timeout`: how long requests in flight wait for a lost broker
+        connection to come back before failing with a retryable error.
+        """
+        self._ring = BrokerRing(amqp_url)
         self._default_timeout = default_timeout
-        self._delivery_limit = delivery_limit
         self._name = name
         self._durable = reply_queue is not None
-        self._reply_queue = reply_queue or f"llm.reply.{uuid.uuid4().hex[:16]}"
-        self._reply_expires_ms = int(reply_queue_expires * 1000)
+        self._reply_queue = reply_queue or self._new_reply_queue_name()
+        default_expires = 7 * 24 * 3600.0 if self._durable else 120.0
+        self._reply_expires_ms = int((reply_queue_expires or default_expires) * 1000)
+        self._reconnect_timeout = reconnect_timeout
+        self._broker_delivery_limit = broker_delivery_limit
         self._inboxes: dict[str, _Inbox] = {}
+        self._pending: dict[str, _Pending] = {}
         # Terminal frames nobody is waiting for, with the message to ack once taken.
-        self._unclaimed: asyncio.Queue[tuple[list[Final | Error], AbstractIncomingMessage]] = (
+        self._unclaimed: asyncio.Queue[tuple[list[Final | Error], DeliveredMessage]] = (
             asyncio.Queue()
         )
-        self._conn: AbstractRobustConnection | None = None
-        self._reply_consumer: tuple[AbstractQueue, str] | None = None
-        self._jobs: AbstractExchange | None = None
-        self._control: AbstractExchange | None = None
+        self._session: _Session | None = None
+        self._ready = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @staticmethod
+    def _new_reply_queue_name() -> str:
+        return f"llm.reply.{uuid.uuid4().hex[:16]}"
 
     @property
     def reply_queue(self) -> str:
         return self._reply_queue
 
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set()
+
     async def connect(self) -> FleetClient:
-        self._conn = await aio_pika.connect_robust(
-            self._url, client_properties={"connection_name": f"{self._name} pid {os.getpid()}"}
-        )
-        channel: AbstractChannel = await self._conn.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
-        await declare_topology(channel, delivery_limit=self._delivery_limit)
-        self._jobs = await channel.get_exchange(t.JOBS_EXCHANGE)
-        self._control = await channel.get_exchange(t.CONTROL_EXCHANGE)
-        reply_channel = await self._conn.channel()
-        # Classic, not quorum: RabbitMQ advises against quorum queues for replies.
-        # The explicit name survives a reconnect of the robust connection.
-        if self._durable:
-            await reply_channel.set_qos(prefetch_count=1000)
-            queue = await reply_channel.declare_queue(
-                self._reply_queue,
-                durable=True,
-                arguments={"x-queue-type": "classic", "x-expires": self._reply_expires_ms},
-            )
-            # Acked once its answers are handed over.
-            self._reply_consumer = (queue, await queue.consume(self._on_reply))
-        else:
-            queue = await reply_channel.declare_queue(
-                self._reply_queue, exclusive=True, auto_delete=True
-            )
-            await queue.consume(self._on_reply, no_ack=True)
+        """Connect to the first broker that answers; raises if none does."""
+        self._closing = False
+        self._session = await self._open(first=True)
+        self._ready.set()
+        self._supervisor = asyncio.create_task(self._supervise())
         return self
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        self._closing = True
+        self._ready.clear()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        session, self._session = self._session, None
+        if session is not None:
+            if not self._durable:
+                with contextlib.suppress(*_BROKER_ERRORS):
+                    await session.publish.queue_delete(self._reply_queue)
+            with contextlib.suppress(Exception):
+                await session.connection.close()
 
     async def __aenter__(self) -> FleetClient:
         return await self.connect()
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    # -- connection ----------------------------------------------------------
+
+    async def _open(self, *, first: bool = False) -> _Session:
+        connection = await self._ring.connect(f"{self._name} pid {os.getpid()}")
+        try:
+            session = _Session(
+                connection=connection,
+                publish=await (
+                    await connection.channel(publisher_confirms=True, on_return_raises=True)
+                ).get_underlay_channel(),
+            )
+            connection.close_callbacks.add(lambda *_: session.lost.set())
+            await declare_topology(connection, broker_delivery_limit=self._broker_delivery_limit)
+            lost = await self._declare_reply_queue(connection, first=first)
+            reply = await (await connection.channel()).get_underlay_channel()
+            await reply.basic_qos(prefetch_count=1000)
+            await reply.basic_consume(self._reply_queue, self._on_reply)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await connection.close()
+            raise
+        await self._resubmit(session, all_of_them=lost)
+        return session
+
+    async def _declare_reply_queue(self, connection: AbstractConnection, *, first: bool) -> bool:
+        """Declare the reply queue; True when it did not survive (answers in it are gone).
+
+        Classic, not quorum: RabbitMQ advises against quorum queues for replies.
+        Durable and not exclusive, so neither a broker restart nor a dropped client
+        connection takes it (or the answers in it) away; `x-expires` removes it
+        once no client has used it for that long.
+        """
+        arguments: dict[str, Any] = {
+            "x-queue-type": "classic",
+            "x-expires": self._reply_expires_ms,
+        }
+        if not first:
+            channel = await connection.channel()
+            try:
+                await channel.declare_queue(self._reply_queue, passive=True)
+                return False
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                pass  # lost with a broker's data, expired, or its node is down
+        channel = await connection.channel()
+        try:
+            await channel.declare_queue(self._reply_queue, durable=True, arguments=arguments)
+            return not first
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            if self._durable:
+                raise  # the caller chose this name; wait for its node to come back
+        # The queue's home node is down: answers to it cannot reach us, so start
+        # afresh under a new name and publish everything in flight again.
+        log.warning("reply queue %s is unavailable; using a new one", self._reply_queue)
+        self._reply_queue = self._new_reply_queue_name()
+        channel = await connection.channel()
+        await channel.declare_queue(self._reply_queue, durable=True, arguments=arguments)
+        return True
+
+    async def _supervise(self) -> None:
+        backoff = Backoff()
+        backoff.opened()
+        while not self._closing:
+            session = self._session
+            assert session is not None
+            await session.lost.wait()
+            self._ready.clear()
+            log.warning("lost the broker connection; reconnecting")
+            give_up = time.monotonic() + self._reconnect_timeout
+            while True:
+                await asyncio.sleep(backoff.next_delay())
+                try:
+                    self._session = await self._open()
+                    break
+                except _BROKER_ERRORS as exc:
+                    log.warning("reconnect failed: %r", exc)
+                    if time.monotonic() > give_up:
+                        self._fail_pending(
+                            ProviderUnavailable(
+                                "lost the broker connection and could not reconnect within "
+                                f"{self._reconnect_timeout:.0f}s",
+                                retryable=True,
+                            )
+                        )
+                        give_up = float("inf")
+            backoff.opened()
+            self._ready.set()
+            log.info("reconnected to the broker")
+
+    def _fail_pending(self, error: FleetError) -> None:
+        for pending in self._pending.values():
+            if pending.inbox is not None:
+                pending.inbox.queue.put_nowait(error)
+
+    async def _resubmit(self, session: _Session, *, all_of_them: bool) -> None:
+        """Publish requests in flight again: all of them when the reply queue (and the
+        answers in it) was lost, else only those an earlier attempt left unconfirmed."""
+        again = [
+            p
+            for p in self._pending.values()
+            if not p.sending and (all_of_them or not p.confirmed)
+        ]
+        if again:
+            log.warning("publishing %d requests in flight again", len(again))
+        for pending in again:
+            # Always a new submission: a publish that was cut off may have arrived.
+            self._next_submission(pending)
+            pending.confirmed = False
+            await self._publish_job(session, pending)
+            pending.confirmed = True
+            # An older submission still running somewhere would answer nobody.
+            await self._control_message(
+                session,
+                {"type": "cancel", "request_id": pending.job.request_id},
+                before=pending.submission,
+            )
+
+    @staticmethod
+    def _next_submission(pending: _Pending) -> None:
+        pending.submission += 1
+        if pending.inbox is not None:
+            pending.inbox.resubmitted(pending.submission)
+
+    async def _ready_session(self, give_up: float) -> _Session:
+        """The live session, waiting (until `give_up`, loop time) while reconnecting."""
+        if not self._ready.is_set():
+            if self._supervisor is None:
+                raise RuntimeError(
+                    "FleetClient is not connected; use `async with FleetClient(...)`"
+                )
+            loop = asyncio.get_running_loop()
+            try:
+                async with asyncio.timeout_at(min(give_up, loop.time() + self._reconnect_timeout)):
+                    await self._ready.wait()
+            except TimeoutError:
+                raise ProviderUnavailable(
+                    "no broker connection (reconnecting)", retryable=True
+                ) from None
+        assert self._session is not None
+        return self._session
 
     # -- requests ----------------------------------------------------------
 
@@ -198,7 +416,7 @@ class FleetClient:
         request_id: str | None = None,
         batch: bool = False,
     ) -> AsyncIterator[ChatEvent]:
-        """Yield `Delta`s as tokens arrive (and `Restart` if a worker died), then the `Final`."""
+        """Yield `Delta`s as tokens arrive (and `Restart` if the answer is redone), then `Final`."""
         job = _chat_job(
             target, messages, tools, options, fallbacks, deadline, metadata, request_id, stream=True
         )
@@ -307,18 +525,20 @@ class FleetClient:
     ) -> AsyncIterator[Frame | Restart]:
         rid = job.request_id
         inbox = _Inbox()
+        pending = _Pending(job, batch, inbox)
         self._inboxes[rid] = inbox
+        self._pending[rid] = pending
         done = False
         wait = self._default_timeout if deadline is None else max(0.0, deadline - time.time()) + 5.0
-        give_up_loop = asyncio.get_running_loop().time() + wait
+        give_up = asyncio.get_running_loop().time() + wait
         try:
-            await self.publish(job, batch=batch)
+            await self._send(pending, give_up)
+            queue = inbox.queue
             while True:
-                queue = inbox.queue
                 if queue.empty():
                     # asyncio.timeout, not wait_for: no extra task per frame.
                     try:
-                        async with asyncio.timeout_at(give_up_loop):
+                        async with asyncio.timeout_at(give_up):
                             item = await queue.get()
                     except TimeoutError:
                         raise ProviderTimeout(
@@ -332,31 +552,65 @@ class FleetClient:
                     return
                 if type(item) is Error:
                     done = True
-                    raise error_for_code(item.code, item.message, item.provider_status)
+                    raise _error_for_frame(item)
+                if isinstance(item, FleetError):
+                    raise item
                 yield item
         finally:
             self._inboxes.pop(rid, None)
+            self._pending.pop(rid, None)
             if not done:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.cancel(rid))
 
-    async def publish(self, job: Job, *, batch: bool = False) -> None:
-        """Publish a job and wait for the broker's confirm (no waiting for the answer)."""
-        if self._jobs is None:
-            raise RuntimeError("FleetClient is not connected; use `async with FleetClient(...)`")
-        kind = job_kind(job)
-        queue = t.QUEUE_BATCH if batch else t.DEFAULT_QUEUE_FOR_KIND[kind]
-        message = aio_pika.Message(
-            encode(job),
+    async def _send(self, pending: _Pending, give_up: float) -> None:
+        """Publish until the broker confirms. A publish cut off by a lost connection
+        may or may not have arrived, so the next one is a new submission."""
+        pending.sending = True
+        try:
+            while True:
+                session = await self._ready_session(give_up)
+                try:
+                    await self._publish_job(session, pending)
+                    pending.confirmed = True
+                    return
+                except aiormq.exceptions.PublishError:
+                    raise  # returned unroutable: no queue for this kind, not a broker blip
+                except _BROKER_ERRORS as exc:
+                    log.warning(
+                        "publish of %s cut off (%r); publishing again", pending.job.request_id, exc
+                    )
+                    await session.lost.wait()
+                    self._next_submission(pending)
+        finally:
+            pending.sending = False
+
+    async def _publish_job(self, session: _Session, pending: _Pending) -> None:
+        job = pending.job
+        if pending.submission != job.submission:
+            job = pending.job = msgspec.structs.replace(job, submission=pending.submission)
+        queue = t.QUEUE_BATCH if pending.batch else t.DEFAULT_QUEUE_FOR_KIND[job_kind(job)]
+        props = Basic.Properties(
             reply_to=self._reply_queue,
             correlation_id=job.request_id,
-            message_id=job.request_id,
+            message_id=f"{job.request_id}/{pending.submission}",
             content_type="application/msgpack",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            delivery_mode=2,
             # Integer µs: AMQP float headers are 32-bit and cannot hold a timestamp.
             headers={t.HDR_PUBLISHED_US: time.time_ns() // 1000},
         )
-        await self._jobs.publish(message, routing_key=queue, mandatory=True)
+        await session.publish.basic_publish(
+            encode(job),
+            exchange=t.JOBS_EXCHANGE,
+            routing_key=queue,
+            properties=props,
+            mandatory=True,
+        )
+
+    async def publish(self, job: Job, *, batch: bool = False) -> None:
+        """Publish a job and wait for the broker's confirm (no waiting for the answer)."""
+        give_up = asyncio.get_running_loop().time() + self._default_timeout
+        await self._send(_Pending(job, batch, None), give_up)
 
     async def submit(self, job: Job, *, batch: bool = True) -> None:
         """Publish a job without waiting for it; its answer arrives through `results()`.
@@ -365,7 +619,14 @@ class FleetClient:
         """
         if not self._durable:
             raise RuntimeError("submit() needs a named reply_queue; use request() instead")
-        await self.publish(job, batch=batch)
+        pending = _Pending(job, batch, None)
+        self._pending[job.request_id] = pending
+        give_up = asyncio.get_running_loop().time() + self._default_timeout
+        try:
+            await self._send(pending, give_up)
+        except BaseException:
+            self._pending.pop(job.request_id, None)
+            raise
 
     async def results(self) -> AsyncIterator[Final | Error]:
         """Answers to jobs nobody awaits (submitted, or from before a restart), in arrival
@@ -376,36 +637,45 @@ class FleetClient:
         while True:
             frames, message = await self._unclaimed.get()
             for frame in frames:
+                self._pending.pop(frame.request_id, None)
                 yield frame
-            await message.ack()
+            await _ack(message)
 
     async def delete_reply_queue(self) -> None:
         """Remove a named reply queue once a backfill has all its answers."""
-        if self._conn is not None and self._reply_consumer is not None:
-            queue, tag = self._reply_consumer
-            self._reply_consumer = None
-            await queue.cancel(tag)
-            await queue.delete(if_unused=False, if_empty=False)
+        session = await self._ready_session(asyncio.get_running_loop().time() + 30)
+        await session.publish.queue_delete(self._reply_queue)
 
     async def cancel(self, request_id: str) -> None:
         """Stop a job wherever it runs (or before it starts)."""
-        await self._control_message({"type": "cancel", "request_id": request_id})
+        if self._ready.is_set() and self._session is not None:
+            await self._control_message(
+                self._session, {"type": "cancel", "request_id": request_id}
+            )
 
     async def credential_revoked(self, credential_id: str) -> None:
         """Tell every worker to forget its cached copy of a stored credential now."""
-        await self._control_message({"type": "credential_revoked", "credential_id": credential_id})
+        session = await self._ready_session(asyncio.get_running_loop().time() + 30)
+        await self._control_message(
+            session, {"type": "credential_revoked", "credential_id": credential_id}
+        )
 
-    async def _control_message(self, fields: dict[str, str]) -> None:
-        if self._control is None:
-            return
-        body = msgspec.msgpack.encode({"v": t.CONTRACT_VERSION, **fields})
-        await self._control.publish(aio_pika.Message(body), routing_key="")
+    async def _control_message(
+        self, session: _Session, fields: dict[str, str], *, before: int | None = None
+    ) -> None:
+        message: dict[str, Any] = {"v": t.CONTRACT_VERSION, **fields}
+        if before is not None:
+            message["before"] = before  # cancel only submissions older than this one
+        await session.publish.basic_publish(
+            msgspec.msgpack.encode(message), exchange=t.CONTROL_EXCHANGE, routing_key=""
+        )
 
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+    async def _on_reply(self, message: DeliveredMessage) -> None:
         try:
             frames = decode_frames(message.body)
         except ContractError as exc:
             log.warning("undecodable reply message: %s", exc.message)
+            await _ack(message)
             return
         inboxes = self._inboxes
         unclaimed: list[Final | Error] = []
@@ -414,13 +684,31 @@ class FleetClient:
             if inbox is not None:
                 inbox.push(frame)
             elif self._durable and isinstance(frame, Final | Error):
-                unclaimed.append(frame)
-        if not self._durable:
-            return
+                pending = self._pending.get(frame.request_id)
+                if pending is None or pending.submission == frame.submission:
+                    unclaimed.append(frame)
         if unclaimed:
             self._unclaimed.put_nowait((unclaimed, message))
         else:
-            await message.ack()
+            await _ack(message)
+
+
+async def _ack(message: DeliveredMessage) -> None:
+    # After a reconnect the channel is gone and the broker has requeued the message:
+    # it comes again on the new session, and duplicates are dropped by seq.
+    with contextlib.suppress(*_BROKER_ERRORS):
+        await message.channel.basic_ack(_delivery_tag(message))
+
+
+def _delivery_tag(message: DeliveredMessage) -> int:
+    tag = getattr(message.delivery, "delivery_tag", None)
+    return tag if isinstance(tag, int) else 0
+
+
+def _error_for_frame(frame: Error) -> FleetError:
+    error = _error_for_code(frame.code, frame.message, frame.provider_status)
+    error.retryable = frame.retryable
+    return error
 
 
 def _chat_job(

@@ -73,14 +73,17 @@ def decode_frames(data: bytes) -> list[Frame]:
     return _decode(_frames_decoder, data, "frames")
 
 
-def peek_request_id(data: bytes) -> str | None:
-    """Best-effort request id from a message that failed validation."""
+def peek_job(data: bytes) -> tuple[str | None, int]:
+    """Best-effort (request id, submission) of a message that failed validation."""
     try:
         raw = msgspec.msgpack.decode(data)
     except Exception:
-        return None
-    if isinstance(raw, dict):
-        rid = raw.get("request_id")
-        if isinstance(rid, str) and rid:
-            return rid
-    return None
+        return None, 0
+    if not isinstance(raw, dict):
+        return None, 0
+    rid = raw.get("request_id")
+    submission = raw.get("submission")
+    return (
+        rid if isinstance(rid, str) and rid else None,
+        submission if type(submission) is int and submission >= 0 else 0,
+    )

@@ -1,7 +1,8 @@
 """Reply frames workers publish to the producer's reply queue.
 
 Every frame carries `request_id`, `attempt` (the delivery count of the job) and
-`seq` (0, 1, 2… within one attempt). A stream is `start`, any number of `delta`,
+`seq` (0, 1, 2… within one attempt), and the job's `submission` (how often the
+producer had to publish it again). A stream is `start`, any number of `delta`,
 then exactly one `final` or `error`.
 """
 
@@ -21,6 +22,7 @@ class FrameBase(Struct, kw_only=True, omit_defaults=True, tag_field="type"):
     request_id: str
     attempt: int
     seq: int
+    submission: int = 0
 
 
 class Start(FrameBase, tag="start"):

@@ -79,6 +79,10 @@ class JobBase(Struct, kw_only=True, omit_defaults=True, tag_field="kind"):
     deadline: int | None = None  # unix ms
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
     trace: dict[str, str] = msgspec.field(default_factory=dict)
+    # Raised by the producer each time it publishes the same request again (its
+    # reply queue was lost, or a publish was never confirmed). Workers echo it in
+    # every frame, so the producer reads only the newest submission's frames.
+    submission: Annotated[int, Meta(ge=0, le=1_000_000)] = 0
 
 
 class ChatJob(JobBase, tag="chat"):

@@ -11,11 +11,18 @@ CONTROL_EXCHANGE: Final = "llm.control"  # fanout; cancellations to every worker
 DEAD_LETTER_EXCHANGE: Final = "llm.dlx"  # fanout
 DEAD_QUEUE: Final = "llm.dead"  # kept for operators
 DEAD_NOTIFY_QUEUE: Final = "llm.dead.notify"  # drained by workers to answer producers
+# Stream of "these jobs went back to their queue through no fault of their own"
+# (the worker lost its broker connection or ran out of shutdown grace), read by
+# every worker so the delivery limit counts crashes, not broker restarts.
+RELEASES_QUEUE: Final = "llm.releases"
+RELEASES_MAX_AGE: Final = "1h"  # a job redelivered later than this counts every return
 
 QUEUE_CHAT: Final = "llm.chat"
 QUEUE_EMBED: Final = "llm.embed"
 QUEUE_BATCH: Final = "llm.batch"
 JOB_QUEUES: Final = (QUEUE_CHAT, QUEUE_EMBED, QUEUE_BATCH)
+# Queues holding messages (the release stream is append-only and cannot be purged).
+MESSAGE_QUEUES: Final = (*JOB_QUEUES, DEAD_QUEUE, DEAD_NOTIFY_QUEUE)
 
 # Interactive kinds go to llm.chat, vector work to llm.embed; producers running
 # backfills pass `batch=True` to keep them off the interactive queues.
@@ -26,7 +33,17 @@ DEFAULT_QUEUE_FOR_KIND: Final = {
     "rerank": QUEUE_EMBED,
 }
 
+# Crashes a job may cause (workers that died holding it) before it is dead-lettered.
 DEFAULT_DELIVERY_LIMIT: Final = 5
+# The broker's own x-delivery-limit: a backstop counting every return to the
+# queue, broker restarts included, for jobs the crash count cannot see.
+DEFAULT_BROKER_DELIVERY_LIMIT: Final = 20
+# How often a dead-letter notice may be delivered before the broker drops it
+# (the job itself stays in llm.dead): a notice must never loop for ever.
+NOTICE_DELIVERY_LIMIT: Final = 3
+# The attempt number of a dead-letter notice: above any attempt a worker can
+# number, so the client always takes it as the newest word on its request.
+NOTICE_ATTEMPT: Final = 2**31 - 1
 
 # Headers the fleet sets on dead-lettered copies it publishes itself.
 HDR_DEAD_CODE: Final = "x-fleet-error-code"
@@ -36,3 +53,5 @@ HDR_DEAD_QUEUE: Final = "x-fleet-source-queue"
 HDR_PUBLISHED_US: Final = "x-published-us"
 # Set by quorum queues on redelivery.
 HDR_DELIVERY_COUNT: Final = "x-delivery-count"
+# On dead-lettered copies: how many workers died holding the job.
+HDR_DEAD_CRASHES: Final = "x-fleet-crashes"

@@ -8,13 +8,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from contracts.brokers import DEFAULT_AMQP_URL, broker_urls
 from contracts.codec import DEFAULT_MAX_JOB_BYTES
-from contracts.topology import DEFAULT_DELIVERY_LIMIT, QUEUE_CHAT, QUEUE_EMBED
+from contracts.topology import (
+    DEFAULT_BROKER_DELIVERY_LIMIT,
+    DEFAULT_DELIVERY_LIMIT,
+    QUEUE_CHAT,
+    QUEUE_EMBED,
+)
 from providers.http import HttpSettings
 from providers.retry import RetryPolicy
 from workers.logs import LogFormat
 
-DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/llm_fleet"
 
 
@@ -64,13 +69,17 @@ class CoalesceSettings:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    amqp_url: str = DEFAULT_AMQP_URL
+    amqp_url: str = DEFAULT_AMQP_URL  # one broker, or several of a cluster, comma-separated
     database_url: str = DEFAULT_DATABASE_URL  # "" = no credential store (sealed credentials only)
     vault_cache_ttl: float = 10.0  # seconds an *encrypted* row may be reused; 0 = always query
     migrations_dir: str = ""  # "" = the SQL shipped with the code
     queues: tuple[str, ...] = (QUEUE_CHAT, QUEUE_EMBED)
     concurrency: int = 64
-    delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+    delivery_limit: int = DEFAULT_DELIVERY_LIMIT  # crashes a job may cause
+    broker_delivery_limit: int = DEFAULT_BROKER_DELIVERY_LIMIT  # returns of any cause (backstop)
+    # How long a job that reached the crash limit waits for release notes that may
+    # still be on their way (from workers that lost the broker while holding it).
+    release_wait: float = 3.0
     grace_period: float = 30.0
     max_job_bytes: int = DEFAULT_MAX_JOB_BYTES
     health_port: int = 9004
@@ -79,7 +88,8 @@ class Settings:
     coalesce: CoalesceSettings = field(default_factory=CoalesceSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    reconnect_delay: float = 1.0
+    reconnect_initial: float = 0.2
+    reconnect_cap: float = 30.0
     log_format: LogFormat = "json"
     log_level: str = "INFO"
 
@@ -94,6 +104,9 @@ class Settings:
             migrations_dir=env.get("FLEET_MIGRATIONS_DIR", ""),
             concurrency=_int(env, "FLEET_CONCURRENCY", 64),
             delivery_limit=_int(env, "FLEET_DELIVERY_LIMIT", DEFAULT_DELIVERY_LIMIT),
+            broker_delivery_limit=_int(
+                env, "FLEET_BROKER_DELIVERY_LIMIT", DEFAULT_BROKER_DELIVERY_LIMIT
+            ),
             grace_period=_float(env, "FLEET_GRACE_SECONDS", 30.0),
             max_job_bytes=_int(env, "FLEET_MAX_JOB_BYTES", DEFAULT_MAX_JOB_BYTES),
             health_port=_int(env, "FLEET_HEALTH_PORT", 9004),
@@ -117,4 +130,13 @@ class Settings:
         settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
         if settings.concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
+        try:
+            broker_urls(settings.amqp_url)
+        except ValueError:
+            raise ConfigError("AMQP_URL must name at least one broker") from None
+        if settings.broker_delivery_limit <= settings.delivery_limit:
+            raise ConfigError(
+                "FLEET_BROKER_DELIVERY_LIMIT must exceed FLEET_DELIVERY_LIMIT: it is the "
+                "backstop for returns the crash count cannot see"
+            )
         return settings

@@ -17,10 +17,10 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
+from contracts.brokers import DEFAULT_AMQP_URL
 from contracts.client import FleetClient, Restart
 from contracts.frames import Delta, Final
 from contracts.jobs import Credential, EmbedJob, Message, Target
-from workers.config import DEFAULT_AMQP_URL
 from workers.crypto import Keyring, seal
 
 MOCK_KEY = "mock-demo-key"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -160,28 +161,32 @@ async def _stream_chat(req: ChatRequest, call: _Call) -> dict[str, Any]:
     tools = _ToolAssembler()
     end: StreamEnd | None = None
     t0 = time.monotonic()
+    events = stream_with_retry(
+        call.policy,
+        lambda: call.provider.stream_chat(req, call.secret),
+        deadline=state.deadline,
+        on_retry=state.on_retry,
+    )
     try:
-        events = stream_with_retry(
-            call.policy,
-            lambda: call.provider.stream_chat(req, call.secret),
-            deadline=state.deadline,
-            on_retry=state.on_retry,
-        )
-        async for ev in events:
-            # Exact type checks: this loop runs once per token.
-            if type(ev) is TextDelta:
-                if state.first_token is None:
-                    state.first_token = time.monotonic()
-                parts.append(ev.text)
-                stream.text(ev.text)
-            elif type(ev) is ToolDelta:
-                if state.first_token is None:
-                    state.first_token = time.monotonic()
-                d = ev.delta
-                tools.add(d.index, d.id, d.name, d.arguments)
-                stream.tool(d)
-            elif type(ev) is StreamEnd:
-                end = ev
+        # When the reply stream raises (its queue is gone, the broker failed), the
+        # provider response must close now: left to the garbage collector, the
+        # provider keeps generating for nobody and the connection stays taken.
+        async with contextlib.aclosing(events):
+            async for ev in events:
+                # Exact type checks: this loop runs once per token.
+                if type(ev) is TextDelta:
+                    if state.first_token is None:
+                        state.first_token = time.monotonic()
+                    parts.append(ev.text)
+                    stream.text(ev.text)
+                elif type(ev) is ToolDelta:
+                    if state.first_token is None:
+                        state.first_token = time.monotonic()
+                    d = ev.delta
+                    tools.add(d.index, d.id, d.name, d.arguments)
+                    stream.tool(d)
+                elif type(ev) is StreamEnd:
+                    end = ev
     finally:
         state.provider_time += time.monotonic() - t0
     message = Message(role="assistant", content="".join(parts) or None, tool_calls=tools.calls())

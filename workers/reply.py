@@ -11,6 +11,11 @@ follows the number of producers, not streams times tokens.
 
 A stream's text accumulates between messages, so a stream contributes at most
 one delta per message however fast its provider streams.
+
+Messages that carry a `final` or `error` frame are persistent: the job is acked
+once that message is confirmed, so it must survive a broker restart in a
+durable reply queue. Deltas stay transient; if a restart loses some, the final
+frame (which holds the whole answer) still arrives and the client recovers.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from contracts.frames import Delta, Error, Final, Start, ToolCallDelta
 from workers.config import CoalesceSettings
 
 _FIXARRAY, _ARRAY16, _ARRAY32 = 0x90, 0xDC, 0xDD
+_TERMINAL = (Final, Error)
 
 
 # What a lost or failing broker connection raises into a job (OSError covers
@@ -129,8 +135,9 @@ class _Outbox:
         return built
 
     async def _deliver(self, batch: list[_Entry], bodies: list[bytes]) -> None:
+        persistent = any(e.frame_cls in _TERMINAL for e in batch)
         try:
-            await self._pub.publish(self.reply_to, _array(bodies), len(bodies))
+            await self._pub.publish(self.reply_to, _array(bodies), len(bodies), persistent)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -200,8 +207,13 @@ class ReplyPublisher:
             out.append((entries, bodies))
         return out
 
-    async def publish(self, reply_to: str, body: bytes, n_frames: int) -> None:
-        props = Basic.Properties(delivery_mode=1, content_type="application/msgpack")
+    async def publish(
+        self, reply_to: str, body: bytes, n_frames: int, persistent: bool = False
+    ) -> None:
+        # A new object each time: aiormq writes the message id it matches returns by into it.
+        props = Basic.Properties(
+            delivery_mode=2 if persistent else 1, content_type="application/msgpack"
+        )
         try:
             await self._channel.basic_publish(
                 body, routing_key=reply_to, properties=props, mandatory=True
@@ -224,12 +236,19 @@ class ReplyStream:
     """
 
     def __init__(
-        self, publisher: ReplyPublisher, *, reply_to: str, request_id: str, attempt: int
+        self,
+        publisher: ReplyPublisher,
+        *,
+        reply_to: str,
+        request_id: str,
+        attempt: int,
+        submission: int = 0,
     ) -> None:
         self._pub = publisher
         self._box: _Outbox | None = publisher.attach(reply_to)
         self._rid = request_id
         self._attempt = attempt
+        self._submission = submission
         self._seq = 0
         self._text: list[str] = []
         self._tools: list[ToolCallDelta] = []
@@ -294,7 +313,13 @@ class ReplyStream:
         if metrics is not None:
             metrics.frames = self.frames + 1
         body = encode(
-            entry.frame_cls(request_id=self._rid, attempt=self._attempt, seq=self._seq, **fields)
+            entry.frame_cls(
+                request_id=self._rid,
+                attempt=self._attempt,
+                seq=self._seq,
+                submission=self._submission,
+                **fields,
+            )
         )
         # Counted only once encoded: a frame that failed leaves no gap in `seq`.
         self._seq += 1

@@ -1,9 +1,15 @@
 """The worker process: consume jobs, run them, publish frames, ack only when confirmed.
 
-One `Session` is a pair of AMQP connections (consuming and publishing are kept
-apart, as RabbitMQ advises, so flow control on publishes never stalls acks).
-When either connection drops, every in-flight job is cancelled unacked (the
-broker redelivers them) and a new session is opened with backoff.
+One `_Session` is a pair of AMQP connections to one broker of the cluster
+(consuming and publishing are kept apart, as RabbitMQ advises, so flow control
+on publishes never stalls acks). When either connection drops, every in-flight
+job is cancelled unacked (the broker redelivers them), the jobs are announced
+as released (see workers/releases.py), and a new session is opened with
+backoff, on the next broker address first.
+
+Deliveries are taken from aiormq directly: the worker reads the few properties
+it needs from the decoded frame, and a message whose properties cannot be read
+(see contracts/amqp_guard.py) is refused like any other bad input.
 """
 
 from __future__ import annotations
@@ -16,15 +22,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aio_pika
 import msgspec
 import structlog
-from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractConnection
+from aiormq.abc import AbstractChannel as RawChannel
+from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
+from contracts import amqp_guard
 from contracts import topology as t
 from contracts.amqp import declare_topology
-from contracts.codec import decode_job, peek_request_id
+from contracts.brokers import Backoff, BrokerRing
+from contracts.codec import decode_job, peek_job
 from contracts.errors import (
     Cancelled,
     ContractError,
@@ -37,11 +46,69 @@ from contracts.jobs import Job, job_kind
 from workers.config import Settings
 from workers.execute import Executor, InputRejected, RunState
 from workers.metrics import WorkerMetrics
+from workers.releases import ReleaseLedger, job_key, release_note
 from workers.reply import BROKER_ERRORS, ReplyPublisher, ReplyQueueGone, ReplyStream
 
 log = structlog.get_logger("llm_fleet.worker")
 
 _CANCEL_MEMORY = 10_000  # request ids remembered for cancels that arrive before their job
+_ALL = 1 << 62  # a cancel without `before`: every submission of the request
+
+
+def _text(value: object) -> str | None:
+    """A short-string property, or None when absent or unreadable."""
+    if isinstance(value, str) and value and not isinstance(value, amqp_guard.UnreadableText):
+        return value
+    return None
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One message as the broker delivered it, acked on the channel it came on."""
+
+    body: bytes
+    props: Basic.Properties
+    tag: int
+    routing_key: str
+    channel: RawChannel
+    held: dict[str, None]  # the session's unsettled jobs
+    key: str | None = None
+
+    @classmethod
+    def of(cls, message: DeliveredMessage, held: dict[str, None]) -> Delivery:
+        deliver = message.delivery
+        assert isinstance(deliver, Basic.Deliver)
+        return cls(
+            body=message.body,
+            props=message.header.properties,
+            tag=deliver.delivery_tag or 0,
+            routing_key=_text(deliver.routing_key) or "",
+            channel=message.channel,
+            held=held,
+        )
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        headers = self.props.headers
+        return headers if isinstance(headers, dict) else {}
+
+    @property
+    def reply_to(self) -> str | None:
+        return _text(self.props.reply_to)
+
+    @property
+    def correlation_id(self) -> str | None:
+        return _text(self.props.correlation_id)
+
+    def hold(self, key: str) -> None:
+        """Count the job as this session's until acked (released if the session is lost)."""
+        self.key = key
+        self.held[key] = None
+
+    async def ack(self) -> None:
+        await self.channel.basic_ack(self.tag)
+        if self.key is not None:
+            self.held.pop(self.key, None)
 
 
 @dataclass(slots=True)
@@ -54,8 +121,10 @@ class _Running:
 class _Session:
     consume: AbstractConnection
     publish: AbstractConnection
-    raw_publish: Any  # aiormq channel with confirms + on_return_raises
-    consumers: list[tuple[AbstractQueue, str]] = field(default_factory=list)
+    raw_publish: RawChannel  # confirms + mandatory returns
+    jobs: RawChannel | None = None
+    consumers: list[str] = field(default_factory=list)
+    held: dict[str, None] = field(default_factory=dict)
     # aio-pika resolves `closed()` only on a local close(); a broker-side close
     # (restart, forced close, network loss) is reported through close_callbacks.
     lost: asyncio.Event = field(default_factory=asyncio.Event)
@@ -83,11 +152,13 @@ class Worker:
         self._forget_credential = forget_credential
         self._executor = executor
         self._metrics = metrics
+        self._ring = BrokerRing(settings.amqp_url)
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._running: dict[str, _Running] = {}
-        # Cancels that arrived before their job (insertion-ordered, bounded).
-        self._cancelled: OrderedDict[str, None] = OrderedDict()
+        self._running: dict[tuple[str, int], _Running] = {}
+        # Cancels that arrived before their job: request id → first submission not cancelled.
+        self._cancelled: OrderedDict[str, int] = OrderedDict()
+        self._ledger = ReleaseLedger()
         self._session: _Session | None = None
         self._publisher: ReplyPublisher | None = None
 
@@ -102,75 +173,123 @@ class Worker:
         return s is not None and not s.lost.is_set()
 
     async def run(self) -> None:
-        delay = self._settings.reconnect_delay
+        s = self._settings
+        backoff = Backoff(initial=s.reconnect_initial, cap=s.reconnect_cap)
+        released: list[str] = []  # jobs the last lost session held, still to announce
         while not self._stop.is_set():
             try:
                 session = await self._open()
             except BROKER_ERRORS as exc:
-                log.warning("broker_unreachable", error=repr(exc), retry_in_s=delay)
+                delay = backoff.next_delay()
+                log.warning("broker_unreachable", error=repr(exc), retry_in_s=round(delay, 2))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
-                delay = min(delay * 2, 30.0)
                 continue
-            delay = self._settings.reconnect_delay
+            backoff.opened()
             self._session = session
             self._metrics.broker_connected.set(1)
             try:
-                await self._serve(session)
+                if released:
+                    # Announced before taking jobs: a worker counting this one's
+                    # crashes reads the note before it could see the job again.
+                    await self._announce_release(session, released, "broker_connection_lost")
+                    released = []
+                await self._start_consuming(session)
+                released = await self._serve(session)
+            except BROKER_ERRORS as exc:
+                log.warning("broker_session_failed", error=repr(exc))
+                released = [*released, *session.held]
+                await self._cancel_all()
             finally:
                 self._metrics.broker_connected.set(0)
                 self._session = None
                 await session.close()
-        log.info("worker_stopped", worker=self._settings.worker_id)
+            if not self._stop.is_set():
+                # Paced like a failed connect: a session lost at once counts as a failure.
+                delay = backoff.next_delay()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+        log.info("worker_stopped", worker=s.worker_id)
 
     async def _open(self) -> _Session:
         s = self._settings
         name = f"llm-fleet worker {s.worker_id}"
-        consume = await aio_pika.connect(
-            s.amqp_url, client_properties={"connection_name": name + " (consume)"}
-        )
+        consume = await self._ring.connect(name + " (consume)")
         try:
-            publish = await aio_pika.connect(
-                s.amqp_url, client_properties={"connection_name": name + " (publish)"}
-            )
+            publish = await self._ring.connect(name + " (publish)")
         except BaseException:
             await consume.close()
             raise
-        session = _Session(consume=consume, publish=publish, raw_publish=None)
-        session.watch()
+        pub_channel = None
         try:
             pub_channel = await publish.channel(publisher_confirms=True, on_return_raises=True)
-            session.raw_publish = await pub_channel.get_underlay_channel()
+            session = _Session(
+                consume=consume,
+                publish=publish,
+                raw_publish=await pub_channel.get_underlay_channel(),
+            )
+            session.watch()
             self._publisher = ReplyPublisher(
                 session.raw_publish,
                 s.coalesce,
                 messages=self._metrics.reply_messages,
                 frames=self._metrics.frames,
             )
-            channel = await consume.channel()
-            await channel.set_qos(prefetch_count=s.concurrency)
-            queues = await declare_topology(channel, delivery_limit=s.delivery_limit)
-            for qname in s.queues:
-                if qname not in queues:
-                    raise ValueError(f"unknown queue {qname!r}; choose from {sorted(t.JOB_QUEUES)}")
-                queue = queues[qname]
-                session.consumers.append((queue, await queue.consume(self._on_delivery)))
-            control = await channel.declare_queue(exclusive=True, auto_delete=True)
-            await control.bind(t.CONTROL_EXCHANGE)
-            await control.consume(self._on_control, no_ack=True)
-            notify_channel = await consume.channel()
-            await notify_channel.set_qos(prefetch_count=16)
-            notify = await notify_channel.get_queue(t.DEAD_NOTIFY_QUEUE)
-            await notify.consume(self._on_dead_notice)
+            await declare_topology(consume, broker_delivery_limit=s.broker_delivery_limit)
+            await self._consume_side_queues(session)
         except BaseException:
-            await session.close()
+            await consume.close()
+            await publish.close()
             raise
+        return session
+
+    async def _consume_side_queues(self, session: _Session) -> None:
+        """Control messages, dead-letter notices and the release stream."""
+        control = await (await session.consume.channel()).get_underlay_channel()
+        declared = await control.queue_declare(exclusive=True, auto_delete=True)
+        assert declared.queue is not None
+        await control.queue_bind(declared.queue, t.CONTROL_EXCHANGE, routing_key="")
+        await control.basic_consume(declared.queue, self._on_control, no_ack=True)
+        notify = await (await session.consume.channel()).get_underlay_channel()
+        await notify.basic_qos(prefetch_count=16)
+        await notify.basic_consume(t.DEAD_NOTIFY_QUEUE, self._on_dead_notice)
+        releases = await (await session.consume.channel()).get_underlay_channel()
+        await releases.basic_qos(prefetch_count=500)  # streams need a prefetch
+
+        async def on_release(message: DeliveredMessage) -> None:
+            self._ledger.read(message.body)
+            await message.channel.basic_ack(Delivery.of(message, {}).tag)
+
+        # From the start of what the stream keeps: notes already read count once.
+        await releases.basic_consume(
+            t.RELEASES_QUEUE, on_release, arguments={"x-stream-offset": "first"}
+        )
+
+    async def _start_consuming(self, session: _Session) -> None:
+        s = self._settings
+        for qname in s.queues:
+            if qname not in t.JOB_QUEUES:
+                raise ValueError(f"unknown queue {qname!r}; choose from {sorted(t.JOB_QUEUES)}")
+        jobs = await (await session.consume.channel()).get_underlay_channel()
+        await jobs.basic_qos(prefetch_count=s.concurrency)
+        session.jobs = jobs
+
+        async def on_delivery(message: DeliveredMessage) -> None:
+            # Our own task, so cancelling a job never disturbs aiormq's delivery machinery.
+            task = asyncio.create_task(self._process(Delivery.of(message, session.held)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        for qname in s.queues:
+            ok = await jobs.basic_consume(qname, on_delivery)
+            assert ok.consumer_tag is not None
+            session.consumers.append(ok.consumer_tag)
         log.info(
             "worker_ready", worker=s.worker_id, queues=list(s.queues), concurrency=s.concurrency
         )
-        return session
 
-    async def _serve(self, session: _Session) -> None:
+    async def _serve(self, session: _Session) -> list[str]:
+        """Run until stopped or the session is lost; return the jobs released by a loss."""
         stop = asyncio.ensure_future(self._stop.wait())
         lost = asyncio.ensure_future(session.lost.wait())
         try:
@@ -180,23 +299,29 @@ class Worker:
             lost.cancel()
         if self._stop.is_set() and not session.lost.is_set():
             await self._drain(session)
-            return
+            return []
         log.warning("broker_connection_lost", inflight=len(self._tasks))
+        released = list(session.held)
         # Their acks can no longer reach the broker, which requeues them for another attempt.
         await self._cancel_all()
+        return released
 
     async def _drain(self, session: _Session) -> None:
         """SIGTERM: stop intake, let in-flight jobs finish within the grace period."""
-        for queue, tag in session.consumers:
-            with contextlib.suppress(Exception):
-                await queue.cancel(tag)
+        if session.jobs is not None:
+            for tag in session.consumers:
+                with contextlib.suppress(*BROKER_ERRORS):
+                    await session.jobs.basic_cancel(tag)
         pending = set(self._tasks)
         log.info("draining", inflight=len(pending), grace_s=self._settings.grace_period)
         if pending:
             _, late = await asyncio.wait(pending, timeout=self._settings.grace_period)
             if late:
                 log.warning("grace_period_over", unfinished=len(late))
+                released = list(session.held)
                 await self._cancel_all()
+                with contextlib.suppress(*BROKER_ERRORS):
+                    await self._announce_release(session, released, "shutdown_grace_over")
 
     async def _cancel_all(self) -> None:
         tasks = list(self._tasks)
@@ -205,15 +330,18 @@ class Worker:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    # -- deliveries --------------------------------------------------------
+    async def _announce_release(self, session: _Session, keys: list[str], reason: str) -> None:
+        body = release_note(self._settings.worker_id, reason, keys)
+        props = Basic.Properties(delivery_mode=2, content_type="application/msgpack")
+        await session.raw_publish.basic_publish(
+            body, routing_key=t.RELEASES_QUEUE, properties=props, mandatory=True
+        )
+        self._ledger.read(body)
+        log.info("jobs_released", count=len(keys), reason=reason)
 
-    async def _on_delivery(self, message: AbstractIncomingMessage) -> None:
-        # Our own task, so cancelling a job never disturbs aio-pika's delivery machinery.
-        task = asyncio.create_task(self._process(message))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    # -- control and notices -------------------------------------------------
 
-    async def _on_control(self, message: AbstractIncomingMessage) -> None:
+    async def _on_control(self, message: DeliveredMessage) -> None:
         try:
             data = msgspec.msgpack.decode(message.body)
         except Exception:
@@ -229,50 +357,82 @@ class Worker:
         rid = data.get("request_id")
         if kind != "cancel" or not isinstance(rid, str):
             return
-        running = self._running.get(rid)
-        if running is not None:
-            running.client_cancelled = True
-            running.task.cancel()
-        else:
-            self._remember_cancel(rid)
+        before = data.get("before")
+        before = before if type(before) is int else _ALL
+        found = False
+        for (running_rid, submission), running in self._running.items():
+            if running_rid == rid and submission < before:
+                running.client_cancelled = True
+                running.task.cancel()
+                found = True
+        if not found:
+            self._remember_cancel(rid, before)
 
-    def _remember_cancel(self, rid: str) -> None:
-        self._cancelled[rid] = None
+    def _remember_cancel(self, rid: str, before: int) -> None:
+        self._cancelled[rid] = max(before, self._cancelled.get(rid, 0))
         if len(self._cancelled) > _CANCEL_MEMORY:
             self._cancelled.popitem(last=False)  # forget the oldest
 
-    async def _on_dead_notice(self, message: AbstractIncomingMessage) -> None:
-        """Answer producers whose job the broker dead-lettered (delivery limit reached)."""
-        headers = message.headers or {}
-        if t.HDR_DEAD_CODE not in headers and message.reply_to and self._publisher is not None:
-            reason = "rejected"
-            deaths = headers.get("x-death")
-            if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
-                reason = str(deaths[0].get("reason", reason))
-            rid = message.correlation_id or peek_request_id(message.body) or ""
-            # A newer attempt than any worker could have used, so the client takes it.
-            await self._answer_once(
-                message.reply_to,
-                rid,
-                self._settings.delivery_limit + 1,
-                InternalError(
-                    f"job dead-lettered by the broker ({reason}): no worker could finish it "
-                    f"within {self._settings.delivery_limit} deliveries"
-                ),
-            )
-            log.error("job_dead_lettered_by_broker", request_id=rid, reason=reason)
-        await message.ack()
+    async def _on_dead_notice(self, message: DeliveredMessage) -> None:
+        """Answer producers whose job the broker dead-lettered (backstop limit, TTL…)."""
+        assert self._session is not None
+        delivery = Delivery.of(message, self._session.held)
+        headers = delivery.headers
+        reply_to = delivery.reply_to
+        if (
+            t.HDR_DEAD_CODE not in headers
+            and reply_to
+            and self._publisher is not None
+            and not amqp_guard.unreadable_properties(delivery.props)
+        ):
+            peeked_rid, submission = peek_job(delivery.body)
+            rid = delivery.correlation_id or peeked_rid or ""
+            error = self._broker_dead_letter_error(headers)
+            await self._answer_once(reply_to, rid, t.NOTICE_ATTEMPT, error, submission)
+            log.error("job_dead_lettered_by_broker", request_id=rid, error=error.message)
+        await delivery.ack()
 
-    async def _process(self, message: AbstractIncomingMessage) -> None:
-        count = (message.headers or {}).get(t.HDR_DELIVERY_COUNT)
+    def _broker_dead_letter_error(self, headers: dict[str, Any]) -> FleetError:
+        reason, queue = "rejected", "its queue"
+        deaths = headers.get("x-death")
+        if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+            reason = str(deaths[0].get("reason", reason))
+            queue = str(deaths[0].get("queue", queue))
+        if reason == "expired":
+            return Expired(f"the job expired in {queue} before a worker took it (message TTL)")
+        if reason == "delivery_limit":
+            return InternalError(
+                f"job dead-lettered by the broker (delivery_limit): it went back to {queue} "
+                f"more often than the backstop limit of {self._settings.broker_delivery_limit} "
+                "allows"
+            )
+        if reason == "maxlen":
+            return InternalError(f"job dead-lettered by the broker (maxlen): {queue} is full")
+        return InternalError(f"job dead-lettered by the broker ({reason}) from {queue}")
+
+    # -- deliveries --------------------------------------------------------
+
+    async def _process(self, delivery: Delivery) -> None:
+        count = delivery.headers.get(t.HDR_DELIVERY_COUNT)
         # Quorum queues count earlier deliveries; the first delivery has no header.
-        attempt = (count if isinstance(count, int) else 0) + 1
+        returns = count if type(count) is int and count > 0 else 0
+        attempt = returns + 1
         started = time.monotonic()
+        unreadable = amqp_guard.unreadable_properties(delivery.props)
+        if unreadable:
+            rid = delivery.correlation_id or peek_job(delivery.body)[0] or ""
+            error: FleetError = ContractError(
+                "properties",
+                f"AMQP properties that cannot be read: {', '.join(unreadable)} "
+                "(short strings must be UTF-8, tables well formed)",
+            )
+            await self._refuse(delivery, rid, attempt, error, kind="unknown")
+            return
         try:
-            job = decode_job(message.body, max_bytes=self._settings.max_job_bytes)
+            job = decode_job(delivery.body, max_bytes=self._settings.max_job_bytes)
         except ContractError as exc:
-            rid = message.correlation_id or peek_request_id(message.body) or ""
-            await self._reject(message, rid, attempt, exc, kind="unknown")
+            rid = delivery.correlation_id or peek_job(delivery.body)[0] or ""
+            await self._refuse(delivery, rid, attempt, exc, kind="unknown")
             return
         kind = job_kind(job)
         # Each job runs in its own task, so this context is the job's alone.
@@ -283,42 +443,67 @@ class Worker:
             model=job.target.model,
             attempt=attempt,
         )
-        if not message.reply_to:
-            await self._reject(
-                message,
-                job.request_id,
-                attempt,
-                ContractError("reply_to", "no reply queue given"),
-                kind,
-            )
+        reply_to = delivery.reply_to
+        if not reply_to:
+            error = ContractError("reply_to", "no reply queue given")
+            await self._refuse(delivery, job.request_id, attempt, error, kind, job.submission)
             return
+        delivery.hold(job_key(reply_to, job.request_id, job.submission))
+        if returns >= self._settings.delivery_limit:
+            crashes = await self._crashes(delivery.key or "", returns)
+            if crashes >= self._settings.delivery_limit:
+                error = InternalError(
+                    f"the job was running on {crashes} workers that died (limit "
+                    f"{self._settings.delivery_limit}); it is not tried again"
+                )
+                await self._refuse(
+                    delivery, job.request_id, attempt, error, kind, job.submission, crashes
+                )
+                return
         self._metrics.inflight.inc()
         try:
-            await self._run_job(message, job, kind, attempt, started)
+            await self._run_job(delivery, reply_to, job, kind, attempt, started)
         finally:
             self._metrics.inflight.dec()
             self._metrics.job_seconds.labels(kind).observe(time.monotonic() - started)
 
+    async def _crashes(self, key: str, returns: int) -> int:
+        """Returns to the queue that no surviving worker released: workers that died."""
+        crashes = returns - self._ledger.releases(key)
+        if crashes >= self._settings.delivery_limit and self._settings.release_wait > 0:
+            # A worker that lost the broker holding this job announces it once it
+            # reconnects, which may be just after the broker redelivered the job here.
+            await asyncio.sleep(self._settings.release_wait)
+            crashes = returns - self._ledger.releases(key)
+        return crashes
+
     async def _run_job(
-        self, message: AbstractIncomingMessage, job: Job, kind: str, attempt: int, started: float
+        self,
+        delivery: Delivery,
+        reply_to: str,
+        job: Job,
+        kind: str,
+        attempt: int,
+        started: float,
     ) -> None:
-        assert self._publisher is not None and message.reply_to is not None
+        assert self._publisher is not None
         rid = job.request_id
         stream = ReplyStream(
             self._publisher,
-            reply_to=message.reply_to,
+            reply_to=reply_to,
             request_id=rid,
             attempt=attempt,
+            submission=job.submission,
         )
         state = RunState(started=started)
-        queue_ms = self._queue_ms(message)
+        queue_ms = self._queue_ms(delivery)
         task = asyncio.current_task()
         assert task is not None
         running = _Running(task)
-        self._running[rid] = running
+        run_key = (rid, job.submission)
+        self._running[run_key] = running
         try:
-            if rid in self._cancelled:
-                del self._cancelled[rid]
+            if job.submission < self._cancelled.get(rid, 0):
                 raise Cancelled("cancelled by the producer before it started")
             remaining = self._remaining(job)
             if remaining is not None and remaining <= 0:
@@ -334,15 +519,17 @@ class Worker:
                 ) from None
             fields["metrics"] = state.metrics(stream.frames + 1, queue_ms)
             await stream.finish(**fields)
-            await self._settle(message, kind, "ok")
+            await self._settle(delivery, kind, "ok")
             self._observe(job, state, queue_ms)
         except InputRejected as exc:
-            await self._reject(message, rid, attempt, exc.error, kind, stream)
+            await self._refuse(
+                delivery, rid, attempt, exc.error, kind, job.submission, stream=stream
+            )
         except FleetError as exc:
-            await self._answer_error(message, stream, exc, kind)
+            await self._answer_error(delivery, stream, exc, kind)
         except ReplyQueueGone:
-            log.warning("reply_queue_gone", reply_to=message.reply_to)
-            await self._settle(message, kind, "reply_queue_gone")
+            log.warning("reply_queue_gone", reply_to=reply_to)
+            await self._settle(delivery, kind, "reply_queue_gone")
         except BROKER_ERRORS as exc:
             # The broker connection failed under us: nothing can be answered or acked on
             # it, and the broker requeues the job for another attempt.
@@ -352,19 +539,20 @@ class Worker:
                 raise  # shutdown or lost connection: leave unacked for redelivery
             task.uncancel()
             log.info("job_cancelled_by_producer")
-            await self._answer_error(message, stream, Cancelled("cancelled by the producer"), kind)
+            await self._answer_error(delivery, stream, Cancelled("cancelled by the producer"), kind)
         except Exception as exc:
             log.exception("job_crashed")
             err = FleetError(f"internal error in worker ({type(exc).__name__})")
-            await self._reject(message, rid, attempt, err, kind, stream)
+            await self._refuse(delivery, rid, attempt, err, kind, job.submission, stream=stream)
         finally:
             stream.close()
-            self._running.pop(rid, None)
+            if self._running.get(run_key) is running:
+                del self._running[run_key]
 
     # -- outcomes ----------------------------------------------------------
 
     async def _answer_error(
-        self, message: AbstractIncomingMessage, stream: ReplyStream, exc: FleetError, kind: str
+        self, delivery: Delivery, stream: ReplyStream, exc: FleetError, kind: str
     ) -> None:
         log.info(
             "job_failed",
@@ -380,62 +568,87 @@ class Worker:
                 provider_status=exc.provider_status,
             )
         except ReplyQueueGone:
-            log.warning("reply_queue_gone", reply_to=message.reply_to)
-        await self._settle(message, kind, exc.code.value)
+            log.warning("reply_queue_gone", reply_to=delivery.reply_to)
+        await self._settle(delivery, kind, exc.code.value)
 
-    async def _reject(
+    async def _refuse(
         self,
-        message: AbstractIncomingMessage,
+        delivery: Delivery,
         rid: str,
         attempt: int,
         exc: FleetError,
         kind: str,
+        submission: int = 0,
+        crashes: int | None = None,
+        *,
         stream: ReplyStream | None = None,
     ) -> None:
         """Answer (when a reply queue is known), copy to llm.dead with the reason, then ack."""
-        log.warning("job_rejected", request_id=rid, code=exc.code.value, error=exc.message)
+        log.warning("job_refused", request_id=rid, code=exc.code.value, error=exc.message)
         if stream is not None:
             with contextlib.suppress(ReplyQueueGone):
                 await stream.fail(code=exc.code.value, message=exc.message, retryable=False)
-        elif message.reply_to:
-            await self._answer_once(message.reply_to, rid, attempt, exc)
-        await self._dead_letter(message, exc)
+        elif delivery.reply_to:
+            await self._answer_once(delivery.reply_to, rid, attempt, exc, submission)
+        await self._dead_letter(delivery, exc, crashes)
         self._metrics.dead_lettered.labels(exc.code.value).inc()
-        await self._settle(message, kind, exc.code.value)
+        await self._settle(delivery, kind, exc.code.value)
 
-    async def _answer_once(self, reply_to: str, rid: str, attempt: int, exc: FleetError) -> None:
+    async def _answer_once(
+        self, reply_to: str, rid: str, attempt: int, exc: FleetError, submission: int = 0
+    ) -> None:
         """An error frame for a job that never got a stream of its own."""
         if self._publisher is None:
             return
-        stream = ReplyStream(self._publisher, reply_to=reply_to, request_id=rid, attempt=attempt)
+        stream = ReplyStream(
+            self._publisher,
+            reply_to=reply_to,
+            request_id=rid,
+            attempt=attempt,
+            submission=submission,
+        )
         try:
             with contextlib.suppress(ReplyQueueGone):
-                await stream.fail(code=exc.code.value, message=exc.message, retryable=False)
+                await stream.fail(code=exc.code.value, message=exc.message, retryable=exc.retryable)
         finally:
             stream.close()
 
-    async def _dead_letter(self, message: AbstractIncomingMessage, exc: FleetError) -> None:
+    async def _dead_letter(
+        self, delivery: Delivery, exc: FleetError, crashes: int | None = None
+    ) -> None:
+        """Copy the job, body untouched, to llm.dead with the reason in its headers.
+
+        Properties that could not be read travel as their raw bytes in headers,
+        so an operator sees exactly what the producer sent.
+        """
         assert self._session is not None
-        headers: dict[str, Any] = dict(message.headers or {})
+        props = delivery.props
+        headers: dict[str, Any] = amqp_guard.readable_headers(props.headers)
+        for name in amqp_guard.unreadable_properties(props):
+            raw = getattr(getattr(props, name, None), "raw", None)
+            if isinstance(raw, bytes):
+                headers[f"x-fleet-raw-{name}"] = raw
         headers[t.HDR_DEAD_CODE] = exc.code.value
         headers[t.HDR_DEAD_REASON] = exc.message[:1000]
-        headers[t.HDR_DEAD_QUEUE] = message.routing_key or ""
+        headers[t.HDR_DEAD_QUEUE] = delivery.routing_key
         headers["x-fleet-worker"] = self._settings.worker_id
-        props = Basic.Properties(
+        if crashes is not None:
+            headers[t.HDR_DEAD_CRASHES] = crashes
+        copy = Basic.Properties(
             headers=headers,
-            reply_to=message.reply_to,
-            correlation_id=message.correlation_id,
-            message_id=message.message_id,
-            content_type=message.content_type,
+            reply_to=delivery.reply_to,
+            correlation_id=delivery.correlation_id,
+            message_id=_text(props.message_id),
+            content_type=_text(props.content_type),
             delivery_mode=2,
         )
         await self._session.raw_publish.basic_publish(
-            message.body, routing_key=t.DEAD_QUEUE, properties=props, mandatory=True
+            delivery.body, routing_key=t.DEAD_QUEUE, properties=copy, mandatory=True
         )
 
-    async def _settle(self, message: AbstractIncomingMessage, kind: str, outcome: str) -> None:
+    async def _settle(self, delivery: Delivery, kind: str, outcome: str) -> None:
         self._metrics.jobs.labels(kind, outcome).inc()
-        await message.ack()
+        await delivery.ack()
 
     # -- helpers -----------------------------------------------------------
 
@@ -446,9 +659,9 @@ class Worker:
         return job.deadline / 1000.0 - time.time()
 
     @staticmethod
-    def _queue_ms(message: AbstractIncomingMessage) -> float | None:
-        published = (message.headers or {}).get(t.HDR_PUBLISHED_US)
-        if isinstance(published, int):
+    def _queue_ms(delivery: Delivery) -> float | None:
+        published = delivery.headers.get(t.HDR_PUBLISHED_US)
+        if type(published) is int:
             return max(0.0, (time.time_ns() // 1000 - published) / 1000.0)
         return None
 

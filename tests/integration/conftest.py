@@ -162,10 +162,10 @@ async def clean_queues(amqp_url: str) -> AsyncIterator[None]:
     """Every integration test starts with empty fleet queues."""
     conn = await aio_pika.connect(amqp_url)
     try:
+        await declare_topology(conn)
         channel = await conn.channel()
-        queues = await declare_topology(channel)
-        for q in queues.values():
-            await q.purge()
+        for name in t.MESSAGE_QUEUES:
+            await (await channel.get_queue(name)).purge()
     finally:
         await conn.close()
     yield
