@@ -1,11 +1,12 @@
 """Keep undecodable AMQP field values from tearing down the connection.
 
-RabbitMQ relays short strings, field tables and timestamps without checking
-that they are valid UTF-8, well-formed or representable. pamqp raises while it
-unmarshals such a frame, aiormq answers with InvalidFrameError (or, for a
-RecursionError, with nothing at all) and the connection drops, taking every job
-in flight on it. The broker then redelivers the same message to the next
-connection, so one bad message stops a worker for good.
+RabbitMQ relays short strings (properties, table keys, routing keys) that are
+not UTF-8, header tables nested hundreds of levels deep and timestamps past
+the year 9999. pamqp raises while it unmarshals such a frame (UnicodeDecodeError,
+ValueError, RecursionError), aiormq's frame reader dies of it and the
+connection drops, taking every job in flight on it; the broker then hands the
+same message to the next connection. RabbitMQ 3.10 refuses tables it cannot
+parse itself, but not every broker or version does, so those are covered too.
 
 `install()` swaps the decoders pamqp dispatches through (`decode.METHODS` for
 method arguments and properties, `decode.TABLE_MAPPING` for table values) for
@@ -16,10 +17,10 @@ ones that turn what Python cannot read into markers instead of exceptions:
   skipped by its declared length so the rest of the frame still decodes;
 - a timestamp outside datetime's range -> None.
 
-Only malformed framing still raises (a string, table or array declared longer
-than the frame holding it), and as a ValueError, which pamqp reports as its own
-UnmarshalingException. Valid input decodes to the same types and values as
-with pamqp's decoders.
+Only malformed framing still raises (a property table declared longer than
+the frame, properties that run out of bytes), and as a ValueError, which pamqp
+reports as its own UnmarshalingException. Valid input decodes to the same
+types and values as with pamqp's decoders.
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ class UnreadableText(str):
         text = super().__new__(cls, raw.decode("utf-8", errors="replace"))
         text.raw = raw
         return text
+
+    def __str__(self) -> str:
+        # aio-pika stores most properties as str(value); returning self keeps
+        # the marker (and .raw) through that conversion.
+        return self
 
     def __getnewargs__(self) -> tuple[bytes]:  # type: ignore[override]
         # copy and pickle rebuild it through __new__, which takes the bytes
@@ -352,7 +358,8 @@ def readable_headers(headers: Mapping[str, object] | None) -> common.FieldTable:
 
 
 def _readable_table(table: Mapping[str, object], depth: int) -> common.FieldTable:
-    return {str(key): _readable_value(value, depth) for key, value in table.items()}
+    # str.__str__ gives a plain str, even for UnreadableText (whose __str__ is itself)
+    return {str.__str__(key): _readable_value(value, depth) for key, value in table.items()}
 
 
 def _readable_value(value: object, depth: int) -> common.FieldValue:

@@ -276,6 +276,9 @@ class FleetClient:
             await declare_topology(connection, broker_delivery_limit=self._broker_delivery_limit)
             lost = await self._declare_reply_queue(connection, first=first)
             reply = await (await connection.channel()).get_underlay_channel()
+            # The broker cancels a consumer whose queue went away (its node stopped):
+            # no more answers would come, so treat it as a lost connection.
+            reply.on_consumer_cancel_callbacks.add(lambda _: session.lost.set())
             await reply.basic_qos(prefetch_count=1000)
             await reply.basic_consume(self._reply_queue, self._on_reply)
         except BaseException:
@@ -328,6 +331,8 @@ class FleetClient:
             await session.lost.wait()
             self._ready.clear()
             log.warning("lost the broker connection; reconnecting")
+            with contextlib.suppress(Exception):
+                await session.connection.close()
             give_up = time.monotonic() + self._reconnect_timeout
             while True:
                 await asyncio.sleep(backoff.next_delay())

@@ -133,6 +133,11 @@ class _Session:
         for conn in (self.consume, self.publish):
             conn.close_callbacks.add(lambda *_: self.lost.set())
 
+    def watch_consumers(self, channel: RawChannel) -> None:
+        """A consumer the broker cancels (its queue's node went down) ends the session:
+        a fresh one consumes again wherever the queue lives now."""
+        channel.on_consumer_cancel_callbacks.add(lambda _: self.lost.set())
+
     async def close(self) -> None:
         for conn in (self.consume, self.publish):
             with contextlib.suppress(Exception):
@@ -246,14 +251,17 @@ class Worker:
     async def _consume_side_queues(self, session: _Session) -> None:
         """Control messages, dead-letter notices and the release stream."""
         control = await (await session.consume.channel()).get_underlay_channel()
+        session.watch_consumers(control)
         declared = await control.queue_declare(exclusive=True, auto_delete=True)
         assert declared.queue is not None
         await control.queue_bind(declared.queue, t.CONTROL_EXCHANGE, routing_key="")
         await control.basic_consume(declared.queue, self._on_control, no_ack=True)
         notify = await (await session.consume.channel()).get_underlay_channel()
+        session.watch_consumers(notify)
         await notify.basic_qos(prefetch_count=16)
         await notify.basic_consume(t.DEAD_NOTIFY_QUEUE, self._on_dead_notice)
         releases = await (await session.consume.channel()).get_underlay_channel()
+        session.watch_consumers(releases)
         await releases.basic_qos(prefetch_count=500)  # streams need a prefetch
 
         async def on_release(message: DeliveredMessage) -> None:
@@ -271,6 +279,7 @@ class Worker:
             if qname not in t.JOB_QUEUES:
                 raise ValueError(f"unknown queue {qname!r}; choose from {sorted(t.JOB_QUEUES)}")
         jobs = await (await session.consume.channel()).get_underlay_channel()
+        session.watch_consumers(jobs)
         await jobs.basic_qos(prefetch_count=s.concurrency)
         session.jobs = jobs
 
@@ -627,7 +636,7 @@ class Worker:
         for name in amqp_guard.unreadable_properties(props):
             raw = getattr(getattr(props, name, None), "raw", None)
             if isinstance(raw, bytes):
-                headers[f"x-fleet-raw-{name}"] = raw
+                headers[f"x-fleet-raw-{name}"] = bytearray(raw)  # pamqp encodes bytearray only
         headers[t.HDR_DEAD_CODE] = exc.code.value
         headers[t.HDR_DEAD_REASON] = exc.message[:1000]
         headers[t.HDR_DEAD_QUEUE] = delivery.routing_key
