@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench install services clean
+.PHONY: demo test lint bench chaos install services clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ demo: services
 	$(BIN)/llm-fleet migrate
 	$(BIN)/llm-fleet demo
 
-test: services
+test: services lint
 	$(BIN)/python -m pytest
 
 lint: install
@@ -30,6 +30,11 @@ lint: install
 
 bench: services
 	$(BIN)/python -m bench.run
+
+# The full chaos runs (300 streamed requests, 40 in flight, three runs each on one
+# node and on a three-node cluster); results in bench/results/chaos.json.
+chaos: install
+	$(BIN)/python -m tests.chaos
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -48,7 +48,6 @@ def _queue_arguments(broker_delivery_limit: int) -> dict[str, dict[str, Any]]:
             "x-queue-type": "quorum",
             "x-delivery-limit": t.NOTICE_DELIVERY_LIMIT,
         },
-        t.RELEASES_QUEUE: {"x-queue-type": "stream", "x-max-age": t.RELEASES_MAX_AGE},
     }
 
 
@@ -75,6 +74,16 @@ async def _declare_queue(
     channel = await connection.channel()
     await channel.declare_queue(name, passive=True)
     return channel
+
+
+async def declare_release_stream(connection: AbstractConnection) -> None:
+    """The stream only workers use (workers/releases.py); producers never declare it."""
+    channel = await connection.channel()
+    try:
+        arguments = {"x-queue-type": "stream", "x-max-age": t.RELEASES_MAX_AGE}
+        channel = await _declare_queue(connection, channel, t.RELEASES_QUEUE, arguments)
+    finally:
+        await channel.close()
 
 
 async def declare_topology(

@@ -31,7 +31,7 @@ from pamqp.commands import Basic
 
 from contracts import amqp_guard
 from contracts import topology as t
-from contracts.amqp import declare_topology
+from contracts.amqp import declare_release_stream, declare_topology
 from contracts.brokers import Backoff, BrokerRing
 from contracts.codec import decode_job, peek_job
 from contracts.errors import (
@@ -198,7 +198,7 @@ class Worker:
                     # Announced before taking jobs: a worker counting this one's
                     # crashes reads the note before it could see the job again.
                     await self._announce_release(session, released, "broker_connection_lost")
-                    released = []
+                released = []
                 await self._start_consuming(session)
                 released = await self._serve(session)
             except BROKER_ERRORS as exc:
@@ -260,8 +260,16 @@ class Worker:
         session.watch_consumers(notify)
         await notify.basic_qos(prefetch_count=16)
         await notify.basic_consume(t.DEAD_NOTIFY_QUEUE, self._on_dead_notice)
+        try:
+            await self._read_releases(session)
+        except BROKER_ERRORS as exc:
+            # Jobs still flow; until the stream is back, the crash count of a job that
+            # reaches the limit includes broker restarts (the backstop still holds).
+            log.warning("release_stream_unavailable", error=repr(exc))
+
+    async def _read_releases(self, session: _Session) -> None:
+        await declare_release_stream(session.consume)
         releases = await (await session.consume.channel()).get_underlay_channel()
-        session.watch_consumers(releases)
         await releases.basic_qos(prefetch_count=500)  # streams need a prefetch
 
         async def on_release(message: DeliveredMessage) -> None:
@@ -340,12 +348,28 @@ class Worker:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _announce_release(self, session: _Session, keys: list[str], reason: str) -> None:
+        """Best effort: a note that cannot be written leaves those returns counted as
+        crashes, which the broker's backstop limit tolerates; it never stops the worker."""
         body = release_note(self._settings.worker_id, reason, keys)
-        props = Basic.Properties(delivery_mode=2, content_type="application/msgpack")
-        await session.raw_publish.basic_publish(
-            body, routing_key=t.RELEASES_QUEUE, properties=props, mandatory=True
-        )
         self._ledger.read(body)
+        props = Basic.Properties(delivery_mode=2, content_type="application/msgpack")
+        try:
+            # A channel of its own: an unavailable stream may close the channel it is
+            # published on, and the reply channel must not go with it.
+            channel = await session.publish.channel(publisher_confirms=True)
+            try:
+                raw = await channel.get_underlay_channel()
+                await raw.basic_publish(
+                    body, routing_key=t.RELEASES_QUEUE, properties=props, mandatory=True
+                )
+            finally:
+                with contextlib.suppress(*BROKER_ERRORS):
+                    await channel.close()
+        except BROKER_ERRORS as exc:
+            if session.lost.is_set():
+                raise
+            log.warning("release_note_not_written", count=len(keys), error=repr(exc))
+            return
         log.info("jobs_released", count=len(keys), reason=reason)
 
     # -- control and notices -------------------------------------------------
