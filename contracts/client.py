@@ -176,6 +176,15 @@ class _Session:
     connection: AbstractConnection
     publish: RawChannel  # confirms, mandatory returns raise
     lost: asyncio.Event = field(default_factory=asyncio.Event)
+    reply: RawChannel | None = None
+    consumer_tag: str | None = None
+
+    async def stop_consuming(self) -> None:
+        """Cancel our reply consumer first, so deleting its queue is not a broker cancel."""
+        if self.reply is not None and self.consumer_tag is not None:
+            with contextlib.suppress(*_BROKER_ERRORS):
+                await self.reply.basic_cancel(self.consumer_tag)
+            self.consumer_tag = None
 
 
 class FleetClient:
@@ -250,6 +259,7 @@ class FleetClient:
         session, self._session = self._session, None
         if session is not None:
             if not self._durable:
+                await session.stop_consuming()
                 with contextlib.suppress(*_BROKER_ERRORS):
                     await session.publish.queue_delete(self._reply_queue)
             with contextlib.suppress(Exception):
@@ -280,7 +290,8 @@ class FleetClient:
             # no more answers would come, so treat it as a lost connection.
             reply.on_consumer_cancel_callbacks.add(lambda _: session.lost.set())
             await reply.basic_qos(prefetch_count=1000)
-            await reply.basic_consume(self._reply_queue, self._on_reply)
+            ok = await reply.basic_consume(self._reply_queue, self._on_reply)
+            session.reply, session.consumer_tag = reply, ok.consumer_tag
         except BaseException:
             with contextlib.suppress(Exception):
                 await connection.close()
@@ -647,9 +658,12 @@ class FleetClient:
             await _ack(message)
 
     async def delete_reply_queue(self) -> None:
-        """Remove a named reply queue once a backfill has all its answers."""
+        """Remove a named reply queue once a backfill has all its answers; closes the client."""
         session = await self._ready_session(asyncio.get_running_loop().time() + 30)
+        self._closing = True  # a reconnect must not declare the queue again
+        await session.stop_consuming()
         await session.publish.queue_delete(self._reply_queue)
+        await self.close()
 
     async def cancel(self, request_id: str) -> None:
         """Stop a job wherever it runs (or before it starts)."""
