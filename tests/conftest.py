@@ -3,6 +3,10 @@
 Services come from AMQP_URL / DATABASE_URL (default: the local servers). When
 those are unreachable and a Docker engine is, testcontainers starts them. When
 neither works the run fails loudly: integration tests are never skipped.
+
+Those shared servers are never stopped by a test. Tests that need a broker or a
+database to go down take `private_broker`, `broker_cluster` or `private_postgres`
+(tests/brokers.py): private instances, started on first use, gone at session end.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ import socket
 import subprocess
 import urllib.parse
 from collections.abc import Iterator
+from typing import Protocol, TypeVar
 
 import pytest
+
+from tests.brokers import BrokerCluster, BrokerNode, PrivatePostgres, reap_stale
 
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -117,3 +124,62 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+# -- private servers a test may stop, kill and restart (tests/brokers.py) ------------------
+
+
+class _Startable(Protocol):
+    def start(self) -> None: ...
+    def close(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=_Startable)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reap_stale_harness() -> None:
+    """Kill private brokers / PostgreSQL clusters whose pytest session died without teardown."""
+    reap_stale()
+
+
+@contextlib.contextmanager
+def _started(make: type[_S], what: str) -> Iterator[_S]:
+    # Construction (ports, directories) can fail too: report it like a failed boot.
+    try:
+        server = make()
+    except Exception as exc:
+        pytest.fail(f"{what} could not be set up: {exc}", pytrace=False)
+    try:
+        server.start()
+    except Exception as exc:
+        server.close()
+        pytest.fail(f"{what} did not start: {exc}", pytrace=False)
+    except BaseException:
+        server.close()
+        raise
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def private_broker() -> Iterator[BrokerNode]:
+    """A RabbitMQ node of this session's own. A test that stops or kills it starts it again."""
+    with _started(BrokerNode, "private RabbitMQ node") as node:
+        yield node
+
+
+@pytest.fixture(scope="session")
+def broker_cluster() -> Iterator[BrokerCluster]:
+    """Three clustered private RabbitMQ nodes. A test that takes a node down starts it again."""
+    with _started(BrokerCluster, "private RabbitMQ cluster") as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL 15 cluster of this session's own, trust auth, user postgres."""
+    with _started(PrivatePostgres, "private PostgreSQL") as pg:
+        yield pg
