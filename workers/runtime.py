@@ -53,6 +53,7 @@ log = structlog.get_logger("llm_fleet.worker")
 
 _CANCEL_MEMORY = 10_000  # request ids remembered for cancels that arrive before their job
 _ALL = 1 << 62  # a cancel without `before`: every submission of the request
+_MAX_RETURNS = 1 << 30  # attempts stay below t.NOTICE_ATTEMPT whatever a header says
 
 
 def _text(value: object) -> str | None:
@@ -70,6 +71,7 @@ class Delivery:
     props: Basic.Properties
     tag: int
     routing_key: str
+    redelivered: bool
     channel: RawChannel
     held: dict[str, None]  # the session's unsettled jobs
     key: str | None = None
@@ -83,6 +85,7 @@ class Delivery:
             props=message.header.properties,
             tag=deliver.delivery_tag or 0,
             routing_key=_text(deliver.routing_key) or "",
+            redelivered=bool(deliver.redelivered),
             channel=message.channel,
             held=held,
         )
@@ -91,6 +94,18 @@ class Delivery:
     def headers(self) -> dict[str, Any]:
         headers = self.props.headers
         return headers if isinstance(headers, dict) else {}
+
+    @property
+    def returns(self) -> int:
+        """How often the broker returned this message to its queue before.
+
+        Quorum queues count in `x-delivery-count`, set on redelivery. On a first
+        delivery the header can only be the producer's own, so it is not believed.
+        """
+        count = self.headers.get(t.HDR_DELIVERY_COUNT)
+        if not self.redelivered or type(count) is not int or count <= 0:
+            return 0
+        return min(count, _MAX_RETURNS)
 
     @property
     def reply_to(self) -> str | None:
@@ -446,9 +461,7 @@ class Worker:
     # -- deliveries --------------------------------------------------------
 
     async def _process(self, delivery: Delivery) -> None:
-        count = delivery.headers.get(t.HDR_DELIVERY_COUNT)
-        # Quorum queues count earlier deliveries; the first delivery has no header.
-        returns = count if type(count) is int and count > 0 else 0
+        returns = delivery.returns
         attempt = returns + 1
         started = time.monotonic()
         unreadable = amqp_guard.unreadable_properties(delivery.props)
