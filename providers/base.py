@@ -117,6 +117,8 @@ class Provider(Protocol):
     """One adapter per provider API. Adapters raise only `contracts.errors.FleetError`s.
 
     `stream_chat` yields zero or more Text/Tool deltas and ends with one StreamEnd.
+    A caller that stops early must `aclose()` it (`contextlib.aclosing`): that is
+    what closes the HTTP response, instead of the garbage collector, much later.
     Retries are not the adapter's job: the worker wraps calls in the retry policy,
     and only retries a stream that has not yet yielded anything.
     """

@@ -33,6 +33,7 @@ from contracts.errors import (
     Unauthorized,
 )
 from providers.base import Secret
+from providers.finite import require_finite
 from providers.retry import retry_after_from_headers
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "error_from_payload",
     "error_from_response",
     "error_info",
+    "json_body",
     "parse_error_body",
     "scrub",
     "translate_transport_errors",
@@ -155,6 +157,22 @@ class HttpClientPool:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def json_body(body: Mapping[str, Any]) -> bytes:
+    """Encode a provider request body: every adapter sends its JSON through here.
+
+    A NaN or infinity anywhere in `body` (a tool's parameter schema, say) is a
+    `ContractError` naming its path in the body, instead of the bare `NaN` that
+    `json.dumps` would write and no provider has to accept.
+    """
+    try:
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        # Only now look for the culprit: the walk costs more than the encoding itself.
+        require_finite(body)
+        raise  # some other ValueError (a circular reference): a bug, not the job's fault
+    return text.encode()
 
 
 def scrub(text: str, secret: Secret | None) -> str:

@@ -42,6 +42,7 @@ from providers.http import (
     error_from_payload,
     error_from_response,
     error_info,
+    json_body,
     translate_transport_errors,
 )
 from providers.options import ModelOptions
@@ -90,7 +91,8 @@ class OpenAICompatible:
     optional `base_url` (overrides `default_base_url`), `organization`, `project`.
 
         provider = OpenAICompatible("vllm", pool, "http://localhost:8000/v1")
-        async for event in provider.stream_chat(request, secret): ...
+        async with contextlib.aclosing(provider.stream_chat(request, secret)) as events:
+            async for event in events: ...
     """
 
     def __init__(self, name: str, http: HttpClientPool, default_base_url: str | None) -> None:
@@ -108,11 +110,17 @@ class OpenAICompatible:
     async def stream_chat(self, req: ChatRequest, secret: Secret) -> AsyncIterator[StreamEvent]:
         url = self._url(secret, "/chat/completions")
         headers = self._headers(secret, accept="text/event-stream", has_body=True)
-        content = _encode(chat_body(self.name, req, stream=True))
+        content = json_body(chat_body(self.name, req, stream=True))
         state = _StreamState(self.name, secret)
         client = self._http.client
+        request = client.build_request("POST", url, content=content, headers=headers)
         with translate_transport_errors(self.name, secret=secret):
-            async with client.stream("POST", url, content=content, headers=headers) as response:
+            response = await client.send(request, stream=True)
+        # Closed here on every way out, not by `client.stream()`: that context
+        # manager is one more generator inside this one, and one left for loop
+        # shutdown to close raised "generator didn't stop after athrow()".
+        try:
+            with translate_transport_errors(self.name, secret=secret):
                 if response.status_code != 200:
                     raise await self._error(response, secret)
                 async with contextlib.aclosing(aiter_sse(response.aiter_bytes())) as events:
@@ -124,6 +132,8 @@ class OpenAICompatible:
                     else:
                         raise ProviderUnavailable(f"{self.name}: stream ended before [DONE]")
                     await _drain(events)
+        finally:
+            await _close(response)
         # Yielded after the response is closed, so its connection is already back in
         # the pool however long the caller holds this generator open.
         yield state.end()
@@ -187,7 +197,7 @@ class OpenAICompatible:
     ) -> httpx.Response:
         url = self._url(secret, path)
         headers = self._headers(secret, accept=_JSON, has_body=body is not None)
-        content = _encode(body) if body is not None else None
+        content = json_body(body) if body is not None else None
         client = self._http.client
         with translate_transport_errors(self.name, secret=secret):
             return await client.request(method, url, content=content, headers=headers)
@@ -291,10 +301,6 @@ def _tool_choice(provider: str, choice: str | dict[str, Any]) -> str | dict[str,
     if "function" in choice:
         return {"type": "function", "function": choice["function"]}
     raise BadRequest(f"{provider}: unsupported tool_choice {sorted(choice)!r}")
-
-
-def _encode(body: Mapping[str, Any]) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 # -- response parsing -------------------------------------------------------------
@@ -524,6 +530,14 @@ class _StreamState:
 
     def end(self) -> StreamEnd:
         return StreamEnd(finish_reason=self.finish_reason, usage=self.usage)
+
+
+async def _close(response: httpx.Response) -> None:
+    # What ended the stream (its end, its error, a consumer that left or was
+    # cancelled) is what the caller must see: a failure to close adds nothing, and
+    # must not turn a cancellation into a provider error.
+    with contextlib.suppress(httpx.HTTPError):
+        await response.aclose()
 
 
 async def _drain(events: AsyncIterator[ServerSentEvent]) -> None:

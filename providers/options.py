@@ -3,7 +3,8 @@
 Producers migrating from the system we replace send keys such as
 `model.temperature` with loosely typed values (numbers as strings, stop lists
 as comma-separated text). Unknown keys are ignored; a known key with a value
-that cannot be coerced is a `ContractError` naming `options.<key>`.
+that cannot be coerced, or that holds NaN or infinity anywhere (JSON cannot
+carry them to the provider), is a `ContractError` naming `options.<key>`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.errors import ContractError
+from providers.finite import require_finite
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +42,12 @@ class ModelOptions:
             if coerce is None or value is None:
                 continue
             try:
-                values[name] = coerce(value)
+                coerced = coerce(value)
             except (TypeError, ValueError) as exc:
                 raise ContractError(f"options.{key}", str(exc)) from None
+            # After coercion: "nan" and "1e999" become non-finite floats only then.
+            require_finite(coerced, f"options.{key}")
+            values[name] = coerced
         return cls(**values)
 
 
@@ -57,7 +62,9 @@ def _int(v: Any) -> int:
         raise TypeError("expected an integer, got bool")
     if isinstance(v, int):
         return v
-    if isinstance(v, float) and v.is_integer():
+    if isinstance(v, float):
+        if not v.is_integer():  # also NaN and infinity
+            raise ValueError(f"{v!r} is not an integer")
         return int(v)
     if isinstance(v, str):
         return int(v.strip())

@@ -7,7 +7,10 @@ A request gets at most one fault, taken from the first source that has one:
    "model": "<model>" | null}`` applies the fault to the next N requests whose body
    ``model`` equals ``model`` (any request when null, so tests using distinct model
    names never steal each other's faults); ``DELETE /_mock/faults`` clears the
-   queue and ``GET /_mock/stats`` returns counters as JSON;
+   queue and ``GET /_mock/stats`` returns counters as JSON, plus what is open right
+   now: ``open_streams`` (streamed answers still being written) and
+   ``open_connections`` (client connections, idle keep-alive ones included, not
+   counting the one asking);
 3. ``MockConfig.fault_rate``: that fraction of requests, drawn from an RNG seeded
    with ``MockConfig.seed``, gets ``MockConfig.fault_kind``.
 
@@ -35,7 +38,7 @@ import json
 import math
 import random
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -234,7 +237,12 @@ def fault_label(fault: Fault) -> str:
 
 @dataclass(slots=True)
 class Stats:
-    """Counters behind `GET /_mock/stats` (per process)."""
+    """Counters behind `GET /_mock/stats` (per process).
+
+    `open_streams` is a gauge, so a test can check that no client left a stream
+    half-read. `connections` lists the server's live connections; the server
+    installs it once it exists (see `providers.mock.server.start_mock`).
+    """
 
     requests: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
@@ -242,8 +250,12 @@ class Stats:
     streams_completed: int = 0
     streams_dropped: int = 0
     streams_abandoned: int = 0
+    open_streams: int = 0
+    connections: Callable[[], Sequence[object]] | None = None
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, asking: object = None) -> dict[str, Any]:
+        """Counters as JSON; the connection `asking` (the admin request's) is not counted."""
+        live = self.connections() if self.connections is not None else []
         return {
             "requests": dict(self.requests),
             "faults_injected": sum(self.faults.values()),
@@ -252,6 +264,8 @@ class Stats:
             "streams_completed": self.streams_completed,
             "streams_dropped": self.streams_dropped,
             "streams_abandoned": self.streams_abandoned,
+            "open_streams": self.open_streams,
+            "open_connections": sum(1 for c in live if c is not asking),
         }
 
 
@@ -333,7 +347,8 @@ def add_admin_routes(app: web.Application, book: FaultBook, stats: Stats) -> Non
         return web.json_response({"cleared": book.clear()})
 
     async def get_stats(request: web.Request) -> web.Response:
-        return web.json_response({**stats.snapshot(), "queued_faults": book.pending})
+        snapshot = stats.snapshot(asking=request.protocol)
+        return web.json_response({**snapshot, "queued_faults": book.pending})
 
     app.router.add_post("/_mock/faults", queue_fault)
     app.router.add_delete("/_mock/faults", clear_faults)

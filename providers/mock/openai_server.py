@@ -368,6 +368,7 @@ async def _stream_chat(
     resp = web.StreamResponse(headers=_SSE_HEADERS)
     await resp.prepare(request)
     state.stats.streams_started += 1
+    state.stats.open_streams += 1
     writer = _ChunkWriter(resp, _new_id("chatcmpl-"), int(time.time()), model)
     try:
         completion_tokens = await _send_stream(request, writer, answer, state.config, fault)
@@ -383,6 +384,8 @@ async def _stream_chat(
     except asyncio.CancelledError:
         state.stats.streams_abandoned += 1  # aiohttp cancels the handler when the client leaves
         raise
+    finally:
+        state.stats.open_streams -= 1
     state.stats.streams_completed += 1
     return resp
 
@@ -539,6 +542,11 @@ async def _gate(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.setdefault("x-request-id", _new_id("req_"))
+
+
+def mock_stats(app: web.Application) -> Stats:
+    """The counters of an app built by `build_openai_app`."""
+    return app[_STATE].stats
 
 
 def build_openai_app(config: MockConfig) -> web.Application:

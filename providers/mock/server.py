@@ -19,7 +19,7 @@ from typing import Final
 from aiohttp import web
 
 from providers.mock.config import PROFILES, MockConfig
-from providers.mock.openai_server import build_openai_app
+from providers.mock.openai_server import build_openai_app, mock_stats
 
 _STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 
@@ -56,13 +56,17 @@ async def start_mock(
     """
     # handler_cancellation: a client that gives up mid-stall frees its handler at once,
     # instead of holding it (and its timers) until the stall ends.
+    app = build_openai_app(config)
     runner = web.AppRunner(
-        build_openai_app(config),
+        app,
         access_log=None,
         shutdown_timeout=shutdown_timeout,
         handler_cancellation=True,
     )
     await runner.setup()
+    server = runner.server
+    if server is not None:
+        mock_stats(app).connections = lambda: server.connections
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     try:
         await site.start()

@@ -90,3 +90,52 @@ class TestModelOptions:
         with pytest.raises(ContractError) as info:
             ModelOptions.from_mapping(raw)
         assert info.value.field == field
+
+    @pytest.mark.parametrize(
+        ("raw", "field"),
+        [
+            ({"model.temperature": float("nan")}, "options.model.temperature"),
+            ({"top_p": float("inf")}, "options.top_p"),
+            ({"frequency_penalty": float("-inf")}, "options.frequency_penalty"),
+            # Strings that float() turns into non-finite numbers.
+            ({"model.temperature": "NaN"}, "options.model.temperature"),
+            ({"presence_penalty": "-Infinity"}, "options.presence_penalty"),
+            ({"top_p": "1e999"}, "options.top_p"),
+            ({"max_tokens": float("nan")}, "options.max_tokens"),
+            ({"model.seed": float("inf")}, "options.model.seed"),
+            (
+                {"model.response_format": {"json_schema": {"schema": {"maximum": float("inf")}}}},
+                "options.model.response_format.json_schema.schema.maximum",
+            ),
+            # json.loads accepts these non-JSON literals; they must not get through either.
+            (
+                {"response_format": '{"type": "json_object", "x": [1, NaN]}'},
+                "options.response_format.x[1]",
+            ),
+            (
+                {"tool_choice": {"type": "function", "function": {"name": "f", "w": -1e999}}},
+                "options.tool_choice.function.w",
+            ),
+            ({"tool_choice": {"type": "function", float("nan"): 1}}, "options.tool_choice[nan]"),
+        ],
+    )
+    def test_non_finite_values_name_the_field(self, raw: dict[str, object], field: str) -> None:
+        with pytest.raises(ContractError) as info:
+            ModelOptions.from_mapping(raw)
+        assert info.value.field == field
+        assert info.value.code.value == "bad_request"
+
+    def test_non_finite_reason_is_spelled_out(self) -> None:
+        with pytest.raises(ContractError) as info:
+            ModelOptions.from_mapping({"model.temperature": float("nan")})
+        assert info.value.message == (
+            "invalid field 'options.model.temperature': nan is not a finite number "
+            "(JSON has no NaN or Infinity)"
+        )
+
+    def test_finite_extremes_still_pass(self) -> None:
+        o = ModelOptions.from_mapping(
+            {"temperature": 1e308, "top_p": -0.0, "response_format": {"x": [1.5, -2, 10**18]}}
+        )
+        assert (o.temperature, o.top_p) == (1e308, -0.0)
+        assert o.response_format == {"x": [1.5, -2, 10**18]}

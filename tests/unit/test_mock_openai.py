@@ -339,6 +339,44 @@ async def test_client_leaving_a_stalled_stream_frees_the_handler(mock: RunningMo
     assert stats["streams_completed"] == 0
 
 
+async def test_stats_show_what_is_open_right_now(mock: RunningMock) -> None:
+    admin = httpx.AsyncClient(base_url=mock.base_url.removesuffix("/v1") + "/_mock")
+
+    async def gauges() -> tuple[int, int]:
+        stats = (await admin.get("/stats")).json()
+        return stats["open_streams"], stats["open_connections"]
+
+    try:
+        assert await gauges() == (0, 0)  # the admin request's own connection is not counted
+        async with client(mock) as http:
+            async with http.stream(
+                "POST",
+                "/chat/completions",
+                json=chat_body(stream=True),
+                headers={"x-mock-fault": "stall-after:1:30"},
+            ) as resp:
+                async for line in resp.aiter_lines():
+                    if '"content":"' in line and '"content":""' not in line:
+                        break
+                assert await gauges() == (1, 1)
+            # The response was closed unfinished, so the client dropped its connection too.
+            for _ in range(100):
+                if await gauges() == (0, 0):
+                    break
+                await asyncio.sleep(0.01)
+            assert await gauges() == (0, 0)
+            # A finished answer leaves its connection open for reuse (keep-alive).
+            await stream_events(http, chat_body(stream=True))
+            assert await gauges() == (0, 1)
+        for _ in range(100):
+            if await gauges() == (0, 0):
+                break
+            await asyncio.sleep(0.01)
+        assert await gauges() == (0, 0)
+    finally:
+        await admin.aclose()
+
+
 async def test_admin_faults_are_scoped_by_model_and_counted(mock: RunningMock) -> None:
     admin = mock.base_url.removesuffix("/v1") + "/_mock"
     async with client(mock) as http:

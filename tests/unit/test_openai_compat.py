@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import struct
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -14,6 +16,7 @@ import pytest
 from contracts.errors import (
     BadRequest,
     ContentFiltered,
+    ContractError,
     FleetError,
     Forbidden,
     InternalError,
@@ -26,6 +29,7 @@ from contracts.errors import (
 )
 from contracts.frames import ToolCallDelta, Usage
 from contracts.jobs import ContentPart, Message, Tool, ToolCall
+from providers import openai_compat
 from providers.base import (
     ChatRequest,
     EmbedRequest,
@@ -37,7 +41,12 @@ from providers.base import (
     TextDelta,
     ToolDelta,
 )
-from providers.http import HttpClientPool, error_from_response, translate_transport_errors
+from providers.http import (
+    HttpClientPool,
+    error_from_response,
+    json_body,
+    translate_transport_errors,
+)
 from providers.openai_compat import OpenAICompatible
 from providers.options import ModelOptions
 from providers.registry import ProviderRegistry, default_registry
@@ -291,6 +300,82 @@ async def test_header_unsafe_key_rejected_without_echoing_it(
 # -- non-streaming chat -----------------------------------------------------------
 
 
+# -- request body encoding -----------------------------------------------------------
+
+
+def nan_tool() -> Tool:
+    schema = {"type": "object", "properties": {"n": {"type": "number", "maximum": float("nan")}}}
+    return Tool(name="bounded", parameters=schema)
+
+
+NAN_FIELD = "tools[0].function.parameters.properties.n.maximum"
+
+
+async def test_non_finite_tool_parameter_is_refused_before_sending(
+    adapter: Callable[..., OpenAICompatible],
+) -> None:
+    rec = Recorder(lambda r: httpx.Response(200, json=OK_CHAT))
+    req = ChatRequest(model="m", messages=[Message(role="user", content="hi")], tools=[nan_tool()])
+    provider = adapter(rec)
+    for call in (provider.chat(req, SECRET), collect(provider.stream_chat(req, SECRET))):
+        with pytest.raises(ContractError) as info:
+            await call
+        assert info.value.field == NAN_FIELD
+        assert info.value.code.value == "bad_request" and not info.value.retryable
+        assert "nan is not a finite number" in info.value.message
+    assert rec.requests == []  # nothing that is not JSON ever leaves
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"a": float("inf")}, "a"),
+        ({"a": [0.5, {"b": float("-inf")}]}, "a[1].b"),
+        ({"a": {float("nan"): 1}}, "a[nan]"),
+        ({"odd key": {"x-y": float("nan")}}, "['odd key']['x-y']"),
+    ],
+)
+def test_json_body_names_the_first_non_finite_number(body: dict[str, Any], field: str) -> None:
+    with pytest.raises(ContractError) as info:
+        json_body(body)
+    assert info.value.field == field
+
+
+def test_json_body_output() -> None:
+    body = {"text": "café ✓", "n": [1, 2.5, -0.0, 1e308], "ok": True, "none": None}
+    assert json_body(body) == (
+        '{"text":"café ✓","n":[1,2.5,-0.0,1e+308],"ok":true,"none":null}'.encode()
+    )
+
+
+async def test_every_request_body_goes_through_json_body(
+    adapter: Callable[..., OpenAICompatible], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The finite-number rule holds only if no adapter path encodes a body another way."""
+    encoded: list[bytes] = []
+
+    def spy(body: Mapping[str, Any]) -> bytes:
+        encoded.append(json_body(body))
+        return encoded[-1]
+
+    monkeypatch.setattr(openai_compat, "json_body", spy)
+    embedding = base64.b64encode(struct.pack("<2f", 1.0, 2.0)).decode()
+
+    def handler(r: httpx.Request) -> httpx.Response:
+        if r.url.path.endswith("/embeddings"):
+            return httpx.Response(200, json={"data": [{"index": 0, "embedding": embedding}]})
+        if json.loads(r.content).get("stream"):
+            return stream_response(sse(chunk({"content": "a"})))
+        return httpx.Response(200, json=OK_CHAT)
+
+    rec = Recorder(handler)
+    provider = adapter(rec)
+    await provider.chat(request(), SECRET)
+    await collect(provider.stream_chat(request(), SECRET))
+    await provider.embed(EmbedRequest(model="e", inputs=["x"]), SECRET)
+    assert [r.content for r in rec.requests] == encoded and len(encoded) == 3
+
+
 async def test_chat_result_with_tool_calls(adapter: Callable[..., OpenAICompatible]) -> None:
     payload = {
         "choices": [
@@ -506,6 +591,48 @@ async def test_closing_stream_early_closes_response(
     assert not body.closed
     await stream.aclose()  # type: ignore[attr-defined]
     assert body.closed
+
+
+class BrokenClose(httpx.AsyncByteStream):
+    """Streams tokens (then silence); closing it fails, as a reset socket can."""
+
+    def __init__(self) -> None:
+        self.close_attempts = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for i in range(3):
+            yield sse(chunk({"content": str(i)}), done=False)
+        await asyncio.Event().wait()
+
+    async def aclose(self) -> None:
+        self.close_attempts += 1
+        raise httpx.ReadError("connection reset while closing")
+
+
+async def test_a_failing_close_never_hides_why_the_stream_ended(
+    adapter: Callable[..., OpenAICompatible],
+) -> None:
+    body = BrokenClose()
+    provider = adapter(lambda r: httpx.Response(200, stream=body))
+
+    # The consumer leaves because of its own error: that error is what it sees.
+    with pytest.raises(LookupError):
+        async with contextlib.aclosing(provider.stream_chat(request(), SECRET)) as events:
+            async for _ in events:
+                raise LookupError("reply queue gone")
+
+    # The consumer is cancelled mid-stream: it stays a cancellation, not a provider error.
+    async def consume() -> None:
+        async with contextlib.aclosing(provider.stream_chat(request(), SECRET)) as events:
+            async for _ in events:
+                pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert body.close_attempts == 2
 
 
 # -- transport errors ----------------------------------------------------------------
