@@ -69,7 +69,11 @@ log = logging.getLogger("llm_fleet.client")
 __all__ = ["DEFAULT_AMQP_URL", "ChatEvent", "FleetClient", "Restart"]
 
 # What a lost broker connection raises into a publish or an ack.
-_BROKER_ERRORS: tuple[type[BaseException], ...] = (OSError, aiormq.exceptions.AMQPError)
+_BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,24 @@ def short_str(value: str | bytes) -> bytes:
     return bytes([len(raw)]) + raw
 
 
+def table_field(key: bytes, kind: bytes, value: bytes) -> bytes:
+    """One entry of a field table's content: key, type byte and the value's wire form."""
+    return short_str(key) + kind + value
+
+
+def table_value(content: bytes) -> bytes:
+    """A nested table or array value: its content behind the 4-byte length."""
+    return struct.pack(">I", len(content)) + content
+
+
+def nested_table(levels: int) -> bytes:
+    """A table value `levels` deep, each level holding the next under "n"."""
+    content = table_field(b"a", b"b", b"\x01")
+    for _ in range(levels - 1):
+        content = table_field(b"n", b"F", table_value(content))
+    return table_value(content)
+
+
 def encode_property(name: str, value: object) -> bytes:
     """The wire form of one property value.
 
@@ -131,6 +149,11 @@ class RawPublisher:
     ) -> None:
         await self.close()
 
+    @property
+    def frame_max(self) -> int:
+        """The largest frame, as negotiated with the broker (its default before connect)."""
+        return self._frame_max
+
     async def connect(self) -> None:
         url = self._url
         self._reader, self._writer = await asyncio.open_connection(
@@ -169,6 +192,8 @@ class RawPublisher:
             self._drop()
 
     def _drop(self) -> None:
+        # The channel went with the connection: after connect() it must be opened anew.
+        self._open = False
         if self._writer is not None:
             self._writer.close()
             self._writer = None

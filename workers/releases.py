@@ -63,7 +63,7 @@ class ReleaseLedger:
         """Take one note from the stream; False when it is not a note (ignored)."""
         try:
             note = _decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError):
             return False
         if note.id in self._notes:
             return True  # every session re-reads the stream from its start

@@ -38,8 +38,13 @@ _TERMINAL = (Final, Error)
 
 
 # What a lost or failing broker connection raises into a job (OSError covers
-# ConnectionError and TimeoutError). Jobs hit by these are left unacked.
-BROKER_ERRORS: tuple[type[BaseException], ...] = (OSError, aiormq.exceptions.AMQPError)
+# ConnectionError and TimeoutError; a channel closed under a publish raises
+# ChannelInvalidStateError, a RuntimeError). Jobs hit by these are left unacked.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+)
 
 
 class ReplyQueueGone(Exception):

@@ -27,6 +27,7 @@ import structlog
 from aio_pika.abc import AbstractConnection
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
+from pamqp import encode as pamqp_encode
 from pamqp.commands import Basic
 
 from contracts import amqp_guard
@@ -54,6 +55,17 @@ log = structlog.get_logger("llm_fleet.worker")
 _CANCEL_MEMORY = 10_000  # request ids remembered for cancels that arrive before their job
 _ALL = 1 << 62  # a cancel without `before`: every submission of the request
 _MAX_RETURNS = 1 << 30  # attempts stay below t.NOTICE_ATTEMPT whatever a header says
+# Original headers kept on a dead-letter copy at most (frame_max is 128 KiB by
+# default; a content header must fit in one frame with our own headers beside).
+_MAX_DEAD_HEADERS = 32 * 1024
+
+
+def _table_size(headers: dict[str, Any]) -> int:
+    """Encoded size of a header table; a table pamqp cannot encode counts as too big."""
+    try:
+        return len(pamqp_encode.field_table(headers))
+    except (TypeError, ValueError):
+        return 1 << 30
 
 
 def _text(value: object) -> str | None:
@@ -288,8 +300,11 @@ class Worker:
         await releases.basic_qos(prefetch_count=500)  # streams need a prefetch
 
         async def on_release(message: DeliveredMessage) -> None:
-            self._ledger.read(message.body)
-            await message.channel.basic_ack(Delivery.of(message, {}).tag)
+            try:
+                if not self._ledger.read(message.body):
+                    log.warning("release_note_unreadable", bytes=len(message.body))
+            finally:
+                await message.channel.basic_ack(Delivery.of(message, {}).tag)
 
         # From the start of what the stream keeps: notes already read count once.
         await releases.basic_consume(
@@ -670,6 +685,11 @@ class Worker:
         assert self._session is not None
         props = delivery.props
         headers: dict[str, Any] = amqp_guard.readable_headers(props.headers)
+        size = _table_size(headers)
+        if size > _MAX_DEAD_HEADERS:
+            # The copy's content header must fit the broker's frame_max, or the broker
+            # closes this connection and the job comes back to do it again.
+            headers = {"x-fleet-headers-omitted": size}
         for name in amqp_guard.unreadable_properties(props):
             raw = getattr(getattr(props, name, None), "raw", None)
             if isinstance(raw, bytes):

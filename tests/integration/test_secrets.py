@@ -67,7 +67,7 @@ async def test_canary_key_never_leaks(
     assert sum(len(decode_frames(f)) for f in frames) > 10
     assert not [f for f in frames if canary in f], "canary in a reply frame"
     logs = worker.logs()
-    assert "job_rejected" in logs and "provider_retry" in logs  # the interesting paths were logged
+    assert "job_refused" in logs and "provider_retry" in logs  # the interesting paths were logged
     assert CANARY_KEY not in logs, "canary in worker logs"
     dead = await dead_letters()  # type: ignore[operator]
     assert len(dead) >= 2

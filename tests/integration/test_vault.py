@@ -170,7 +170,7 @@ async def test_canary_is_not_at_rest_in_logs_or_in_listings(
     for form in (canary, canary.hex().encode(), base64.b64encode(canary)):
         assert form not in raw, "canary at rest in PostgreSQL"
     logs = worker.logs()
-    assert "job_rejected" in logs and "was revoked" in logs  # the failure paths were logged
+    assert "job_refused" in logs and "was revoked" in logs  # the failure paths were logged
     assert CANARY_KEY not in logs, "canary in worker logs"
     for text in outputs:
         assert CANARY_KEY not in text

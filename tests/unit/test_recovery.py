@@ -145,3 +145,7 @@ class TestReleaseLedger:
         assert (ledger.releases(a), ledger.releases(b)) == (2, 1)
         assert ledger.releases(job_key("q", "r1", 1)) == 0  # a resubmission is a new job
         assert not ledger.read(b"\xc1 not a note")
+        # A note anyone could write must not stop the reader: deep nesting in an extra field.
+        deep = b"\x91" * 100_000 + b"\x01"
+        note = b"\x85\xa2id\xa1x\xa6worker\xa1w\xa6reason\xa1r\xa4jobs\x90\xa5extra" + deep
+        assert not ledger.read(note)
