@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiormq.exceptions import ChannelInvalidStateError
 
 from contracts.errors import ContractError
 from contracts.frames import Usage
@@ -280,8 +281,14 @@ def endless_executor(body: EndlessBody) -> tuple[Executor, ChatJob, HttpClientPo
 
 @pytest.mark.parametrize(
     "exc",
-    [ReplyQueueGone("amq.gen-x"), ConnectionResetError("broker went away")],
-    ids=["reply-queue-gone", "broker-error"],
+    [
+        ReplyQueueGone("amq.gen-x"),
+        ConnectionResetError("broker went away"),
+        # What aiormq raises into a publish on a channel the broker already closed:
+        # a broker failure (the job is redelivered), not a crash of the provider call.
+        ChannelInvalidStateError("<Channel 1> closed"),
+    ],
+    ids=["reply-queue-gone", "broker-error", "channel-closed"],
 )
 async def test_reply_stream_failure_closes_the_provider_stream_at_once(
     exc: BaseException,
