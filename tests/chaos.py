@@ -253,14 +253,19 @@ async def run_chaos(
 
 
 async def _expected(base_url: str, prompts: list[str]) -> dict[str, str]:
-    async with httpx.AsyncClient(timeout=30) as http:
+    lanes = asyncio.Semaphore(32)  # a run can have a thousand prompts
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30, pool=None)) as http:
 
         async def one(prompt: str) -> tuple[str, str]:
-            r = await http.post(
+            async with lanes:
+                r = await http.post(
                 f"{base_url}/chat/completions",
-                headers={"Authorization": f"Bearer {MOCK_KEY}"},
-                json={"model": "mock-chaos", "messages": [{"role": "user", "content": prompt}]},
-            )
+                    headers={"Authorization": f"Bearer {MOCK_KEY}"},
+                    json={
+                        "model": "mock-chaos",
+                        "messages": [{"role": "user", "content": prompt}],
+                    },
+                )
             r.raise_for_status()
             return prompt, r.json()["choices"][0]["message"]["content"]
 
