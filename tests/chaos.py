@@ -58,7 +58,8 @@ class ChaosPlan:
     tokens_per_sec: float = 40.0
     kill_every: float = 3.0  # SIGKILL a random worker this often (a new one replaces it)
     broker_restart_at: float | None = None  # seconds into the run: restart the single node
-    node_stop_at: float | None = None  # cluster: stop the node leading llm.chat
+    node_restart_at: float | None = None  # cluster: restart a node not leading llm.chat
+    node_stop_at: float | None = None  # cluster: then stop the node leading llm.chat
     node_down_for: float = 8.0
     pg_restart_at: float | None = None
     sigterm_at: float | None = None  # a graceful stop of one worker (replaced at once)
@@ -299,10 +300,10 @@ async def _load(
     one-shot fault has run its course, so faults always hit requests in flight."""
     outcomes: list[_Outcome] = []
     started = time.monotonic()
-    faults_over = asyncio.Event()
+    faults = _Faults(plan, fleet, brokers, pg, report, started)
 
     def next_request() -> int | None:
-        if len(prompts) >= plan.requests and faults_over.is_set():
+        if len(prompts) >= plan.requests and faults.over.is_set():
             return None
         prompts.append(f"chaos request {len(prompts)}: tell me about queues")
         outcomes.append(_Outcome())
@@ -332,87 +333,113 @@ async def _load(
             await one(i)
 
     lanes = asyncio.gather(*(lane() for _ in range(plan.inflight)))
-    faults = asyncio.create_task(_schedule(plan, fleet, brokers, pg, report, started, faults_over))
+    schedule = asyncio.create_task(faults.run())
     try:
         await lanes
     finally:
-        faults.cancel()
+        schedule.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await faults
+            await schedule
     report.seconds = time.monotonic() - started
     return outcomes
 
 
-async def _schedule(
-    plan: ChaosPlan,
-    fleet: _Fleet,
-    brokers: Brokers,
-    pg: PrivatePostgres | None,
-    report: ChaosReport,
-    started: float,
-    faults_over: asyncio.Event,
-) -> None:
-    """Fire each fault at its time; kill a worker every `kill_every` seconds meanwhile."""
-    rng = random.Random(1)
+class _Faults:
+    """The fault schedule of one run: each fault at its time, a worker killed every
+    `kill_every` seconds meanwhile; `over` is set once the one-shot faults are done."""
 
-    def note(event: str) -> None:
-        report.events.append((round(time.monotonic() - started, 2), event))
+    def __init__(
+        self,
+        plan: ChaosPlan,
+        fleet: _Fleet,
+        brokers: Brokers,
+        pg: PrivatePostgres | None,
+        report: ChaosReport,
+        started: float,
+    ) -> None:
+        self.plan, self.fleet, self.brokers, self.pg = plan, fleet, brokers, pg
+        self.report, self.started = report, started
+        self.over = asyncio.Event()
+        self._rng = random.Random(1)
 
-    async def at(when: float | None, name: str, action: Callable[[], Awaitable[None]]) -> None:
-        if when is None:
-            return
-        await asyncio.sleep(max(0.0, started + when - time.monotonic()))
-        note(name)
-        await action()
-        note(name + " done")
+    def note(self, event: str) -> None:
+        self.report.events.append((round(time.monotonic() - self.started, 2), event))
 
-    async def restart_broker() -> None:
-        assert isinstance(brokers, BrokerNode)
-        await asyncio.to_thread(brokers.stop)
-        note("broker down")
-        await asyncio.to_thread(brokers.start)
-        note("broker up")
+    async def run(self) -> None:
+        await asyncio.gather(self._kills(), self._one_shots())
 
-    async def stop_leader() -> None:
-        assert isinstance(brokers, BrokerCluster)
-        leader = await asyncio.to_thread(brokers.leader_of, JOB_QUEUE)
-        note(f"leader of {JOB_QUEUE} is {leader.name}")
-        await asyncio.to_thread(brokers.stop_node, leader)
-        note("node down")
-        await asyncio.sleep(plan.node_down_for)
-        await asyncio.to_thread(brokers.start_node, leader)
-
-    async def restart_pg() -> None:
-        assert pg is not None
-        await asyncio.to_thread(pg.restart)
-
-    async def sigterm() -> None:
-        victim = rng.choice(fleet.live())
-        victim.popen.send_signal(signal.SIGTERM)
-        await fleet.add()
-
-    async def kills() -> None:
-        while True:
-            await asyncio.sleep(plan.kill_every)
-            live = fleet.live()
-            if live:
-                victim = rng.choice(live)
-                victim.popen.send_signal(signal.SIGKILL)
-                note(f"kill -9 {victim.name}")
-            await fleet.add()
-
-    async def one_shots() -> None:
+    async def _one_shots(self) -> None:
+        plan = self.plan
         await asyncio.gather(
-            at(plan.broker_restart_at, "broker restart", restart_broker),
-            at(plan.node_stop_at, "stop the node leading llm.chat", stop_leader),
-            at(plan.pg_restart_at, "PostgreSQL restart", restart_pg),
-            at(plan.sigterm_at, "SIGTERM a worker", sigterm),
+            self._at(plan.broker_restart_at, "broker restart", self._restart_broker),
+            self._cluster(),
+            self._at(plan.pg_restart_at, "PostgreSQL restart", self._restart_pg),
+            self._at(plan.sigterm_at, "SIGTERM a worker", self._sigterm),
         )
         # A little load after the last fault shows the fleet is whole again.
         await asyncio.sleep(2.0)
-        faults_over.set()
+        self.over.set()
 
-    await asyncio.gather(kills(), one_shots())
+    async def _at(
+        self, when: float | None, name: str, action: Callable[[], Awaitable[None]]
+    ) -> None:
+        if when is None:
+            return
+        await asyncio.sleep(max(0.0, self.started + when - time.monotonic()))
+        self.note(name)
+        await action()
+        self.note(name + " done")
+
+    async def _cluster(self) -> None:
+        # One after the other: two nodes of three down at once would lose the quorum.
+        await self._at(self.plan.node_restart_at, "restart a follower node", self._restart_follower)
+        await self._at(self.plan.node_stop_at, "stop the node leading llm.chat", self._stop_leader)
+
+    async def _restart_broker(self) -> None:
+        assert isinstance(self.brokers, BrokerNode)
+        await asyncio.to_thread(self.brokers.stop)
+        self.note("broker down")
+        await asyncio.to_thread(self.brokers.start)
+        self.note("broker up")
+
+    async def _restart_follower(self) -> None:
+        cluster = self.brokers
+        assert isinstance(cluster, BrokerCluster)
+        leader = await asyncio.to_thread(cluster.leader_of, JOB_QUEUE)
+        follower = next(n for n in cluster.nodes if n is not leader)
+        self.note(f"restarting {follower.name}")
+        await asyncio.to_thread(cluster.stop_node, follower)
+        self.note("follower down")
+        await asyncio.to_thread(cluster.start_node, follower)
+
+    async def _stop_leader(self) -> None:
+        cluster = self.brokers
+        assert isinstance(cluster, BrokerCluster)
+        leader = await asyncio.to_thread(cluster.leader_of, JOB_QUEUE)
+        self.note(f"leader of {JOB_QUEUE} is {leader.name}")
+        await asyncio.to_thread(cluster.stop_node, leader)
+        self.note("node down")
+        await asyncio.sleep(self.plan.node_down_for)
+        await asyncio.to_thread(cluster.start_node, leader)
+
+    async def _restart_pg(self) -> None:
+        assert self.pg is not None
+        await asyncio.to_thread(self.pg.restart)
+
+    async def _sigterm(self) -> None:
+        victim = self._rng.choice(self.fleet.live())
+        victim.popen.send_signal(signal.SIGTERM)
+        await self.fleet.add()
+
+    async def _kills(self) -> None:
+        while True:
+            await asyncio.sleep(self.plan.kill_every)
+            live = self.fleet.live()
+            if live:
+                victim = self._rng.choice(live)
+                victim.popen.send_signal(signal.SIGKILL)
+                self.note(f"kill -9 {victim.name}")
+            await self.fleet.add()
 
 
 def _judge(
@@ -465,7 +492,7 @@ async def _main(runs: int, out: Path) -> int:
             failed |= not report.ok
     with BrokerCluster() as cluster:
         for i in range(runs):
-            plan = ChaosPlan(node_stop_at=4.0, node_down_for=10.0)
+            plan = ChaosPlan(node_restart_at=3.0, node_stop_at=6.0, node_down_for=10.0)
             report = await run_chaos(plan, cluster)
             print(f"three-node cluster, run {i + 1}: {report.summary()}", flush=True)
             results.append({"scenario": "cluster", "run": i + 1, **asdict(report)})
