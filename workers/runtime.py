@@ -438,8 +438,8 @@ class Worker:
 
     async def _on_dead_notice(self, message: DeliveredMessage) -> None:
         """Answer producers whose job the broker dead-lettered (backstop limit, TTL…)."""
-        assert self._session is not None
-        delivery = Delivery.of(message, self._session.held)
+        # Consumed from the start of a session, before its jobs: nothing to hold here.
+        delivery = Delivery.of(message, {})
         headers = delivery.headers
         reply_to = delivery.reply_to
         if (
