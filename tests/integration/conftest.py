@@ -18,8 +18,8 @@ import aio_pika
 import asyncpg
 import pytest
 
+from bench.harness import purge_fleet_queues
 from contracts import topology as t
-from contracts.amqp import declare_topology
 from contracts.client import FleetClient
 from contracts.jobs import Credential, Target
 from providers.mock.config import MockConfig
@@ -160,14 +160,7 @@ async def spawn_worker(
 @pytest.fixture(autouse=True)
 async def clean_queues(amqp_url: str) -> AsyncIterator[None]:
     """Every integration test starts with empty fleet queues."""
-    conn = await aio_pika.connect(amqp_url)
-    try:
-        await declare_topology(conn)
-        channel = await conn.channel()
-        for name in t.MESSAGE_QUEUES:
-            await (await channel.get_queue(name)).purge()
-    finally:
-        await conn.close()
+    await purge_fleet_queues(amqp_url)
     yield
 
 

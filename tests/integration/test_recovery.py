@@ -15,6 +15,7 @@ from typing import Any
 import aio_pika
 import pytest
 
+from bench.harness import purge_fleet_queues
 from contracts import ChatJob, EmbedJob, Error, Final, Message, decode_frames, encode
 from contracts import topology as t
 from contracts.client import FleetClient, Restart
@@ -30,19 +31,6 @@ pytestmark = pytest.mark.integration
 
 async def _stall(mock: RunningMock, model: str, spec: str, times: int) -> None:
     await mock_admin(mock, "POST", "/_mock/faults", {"spec": spec, "times": times, "model": model})
-
-
-async def _purge(url: str) -> None:
-    conn = await aio_pika.connect(url)
-    try:
-        from contracts.amqp import declare_topology
-
-        await declare_topology(conn)
-        channel = await conn.channel()
-        for name in t.MESSAGE_QUEUES:
-            await (await channel.get_queue(name)).purge()
-    finally:
-        await conn.close()
 
 
 class TestCrashCount:
@@ -97,7 +85,7 @@ class TestCrashCount:
     ) -> None:
         """With a limit of one crash, a job in flight through a broker restart is still
         answered: its worker survived and said so (the broker alone counts a return)."""
-        await _purge(private_broker.url)
+        await purge_fleet_queues(private_broker.url)
         model = f"m-restarts-{uuid.uuid4().hex[:6]}"
         await _stall(mock, model, "stall-after:2:6", 2)
         env = {"AMQP_URL": private_broker.url, "FLEET_DELIVERY_LIMIT": "1"}
@@ -135,7 +123,7 @@ class TestRepliesSurvive:
     async def test_backfill_answers_survive_a_broker_restart(
         self, spawn_worker: SpawnWorker, private_broker: BrokerNode, keyring: Keyring
     ) -> None:
-        await _purge(private_broker.url)
+        await purge_fleet_queues(private_broker.url)
         await spawn_worker(env={"AMQP_URL": private_broker.url})
         queue = f"llm.reply.restart-{uuid.uuid4().hex[:6]}"
         target = sealed_target(keyring, model="mock-embed")
@@ -168,7 +156,7 @@ class TestRepliesSurvive:
         moves to another node, publishes its requests in flight again, and every
         caller gets one clean answer."""
         home, *others = broker_cluster.nodes
-        await _purge(others[0].url)
+        await purge_fleet_queues(others[0].url)
         workers_env = {"AMQP_URL": ",".join(n.url for n in others)}
         await spawn_worker(env=workers_env)
         model = f"m-lostq-{uuid.uuid4().hex[:6]}"
