@@ -104,6 +104,10 @@ class ChaosReport:
             and self.open_streams_after == 0
         )
 
+    def record(self) -> dict[str, Any]:
+        """What the JSON results keep (per-request spans are too many to be useful there)."""
+        return {k: v for k, v in asdict(self).items() if k != "spans"}
+
     def summary(self) -> str:
         return (
             f"{self.correct}/{self.requests} correct, {self.lost} lost, {self.duplicated} "
@@ -488,14 +492,14 @@ async def _main(runs: int, out: Path) -> int:
             plan = ChaosPlan(broker_restart_at=4.0, pg_restart_at=7.0, sigterm_at=10.0)
             report = await run_chaos(plan, node, pg=pg)
             print(f"single node, run {i + 1}: {report.summary()}", flush=True)
-            results.append({"scenario": "single-node", "run": i + 1, **asdict(report)})
+            results.append({"scenario": "single-node", "run": i + 1, **report.record()})
             failed |= not report.ok
     with BrokerCluster() as cluster:
         for i in range(runs):
             plan = ChaosPlan(node_restart_at=3.0, node_stop_at=6.0, node_down_for=10.0)
             report = await run_chaos(plan, cluster)
             print(f"three-node cluster, run {i + 1}: {report.summary()}", flush=True)
-            results.append({"scenario": "cluster", "run": i + 1, **asdict(report)})
+            results.append({"scenario": "cluster", "run": i + 1, **report.record()})
             failed |= not report.ok
     out.parent.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(out.write_text, json.dumps(results, indent=2))
