@@ -54,6 +54,7 @@ log = structlog.get_logger("llm_fleet.worker")
 
 _CANCEL_MEMORY = 10_000  # request ids remembered for cancels that arrive before their job
 _ALL = 1 << 62  # a cancel without `before`: every submission of the request
+_CONTROL_BACKLOG = 10_000  # control messages a worker's queue holds at most
 _MAX_RETURNS = 1 << 30  # attempts stay below t.NOTICE_ATTEMPT whatever a header says
 # Original headers kept on a dead-letter copy at most (frame_max is 128 KiB by
 # default; a content header must fit in one frame with our own headers beside).
@@ -279,7 +280,13 @@ class Worker:
         """Control messages, dead-letter notices and the release stream."""
         control = await (await session.consume.channel()).get_underlay_channel()
         session.watch_consumers(control)
-        declared = await control.queue_declare(exclusive=True, auto_delete=True)
+        # Bounded like every queue the worker consumes: a flood of control messages
+        # drops the oldest rather than growing without limit.
+        declared = await control.queue_declare(
+            exclusive=True,
+            auto_delete=True,
+            arguments={"x-max-length": _CONTROL_BACKLOG, "x-overflow": "drop-head"},
+        )
         assert declared.queue is not None
         await control.queue_bind(declared.queue, t.CONTROL_EXCHANGE, routing_key="")
         await control.basic_consume(declared.queue, self._on_control, no_ack=True)
