@@ -16,7 +16,7 @@ import aio_pika
 import pytest
 
 from bench.harness import purge_fleet_queues
-from contracts import ChatJob, EmbedJob, Error, Final, Message, decode_frames, encode
+from contracts import ChatJob, EmbedJob, Error, Final, Message, Target, decode_frames, encode
 from contracts import topology as t
 from contracts.client import FleetClient, Restart
 from contracts.frames import Delta, Start
@@ -44,19 +44,7 @@ class TestCrashCount:
         env = {"FLEET_DELIVERY_LIMIT": "2"}
         conn = await aio_pika.connect(amqp_url)
         try:
-            channel = await conn.channel()
-            replies = await channel.declare_queue(exclusive=True)
-            job = ChatJob(
-                v=1,
-                request_id="killer-1",
-                target=sealed_target(keyring, model=model),
-                messages=[Message(role="user", content="x")],
-            )
-            exchange = await channel.get_exchange(t.JOBS_EXCHANGE)
-            await exchange.publish(
-                aio_pika.Message(encode(job), reply_to=replies.name, correlation_id="killer-1"),
-                routing_key=t.QUEUE_CHAT,
-            )
+            replies = await _publish_chat(conn, sealed_target(keyring, model=model), "killer-1")
             frames: list[Any] = []
             for _ in range(2):
                 worker = await spawn_worker(env=env)
@@ -209,20 +197,8 @@ class TestNotices:
         await spawn_worker(queues="llm.embed")
         conn = await aio_pika.connect(amqp_url)
         try:
-            channel = await conn.channel()
-            replies = await channel.declare_queue(exclusive=True)
-            job = ChatJob(
-                v=1,
-                request_id="expire-1",
-                target=sealed_target(keyring),
-                messages=[Message(role="user", content="x")],
-            )
-            exchange = await channel.get_exchange(t.JOBS_EXCHANGE)
-            await exchange.publish(
-                aio_pika.Message(
-                    encode(job), reply_to=replies.name, correlation_id="expire-1", expiration=0.05
-                ),
-                routing_key=t.QUEUE_CHAT,
+            replies = await _publish_chat(
+                conn, sealed_target(keyring), "expire-1", expiration=0.05
             )
             frames: list[Any] = []
             await _until(lambda: bool(frames), replies, frames)
@@ -235,6 +211,21 @@ class TestNotices:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+async def _publish_chat(
+    conn: aio_pika.abc.AbstractConnection, target: Target, rid: str, **properties: Any
+) -> aio_pika.abc.AbstractQueue:
+    """Publish a chat job by hand; return the private queue its frames come back on."""
+    channel = await conn.channel()
+    replies = await channel.declare_queue(exclusive=True)
+    job = ChatJob(
+        v=1, request_id=rid, target=target, messages=[Message(role="user", content="x")]
+    )
+    exchange = await channel.get_exchange(t.JOBS_EXCHANGE)
+    message = aio_pika.Message(encode(job), reply_to=replies.name, correlation_id=rid, **properties)
+    await exchange.publish(message, routing_key=t.QUEUE_CHAT)
+    return replies
 
 
 async def _until(
