@@ -41,25 +41,39 @@ class BrokerRing:
     def __init__(self, urls: str | Sequence[str]) -> None:
         self.urls = broker_urls(urls)
         self._next = random.randrange(len(self.urls))
+        self.current: str | None = None  # the broker of the last connection made
 
-    async def connect(self, name: str, *, connect_timeout: float = 10.0) -> AbstractConnection:
+    async def connect(
+        self, name: str, *, same_broker: bool = False, connect_timeout: float = 10.0
+    ) -> AbstractConnection:
         """A plain (not robust) connection to the first broker that answers.
 
+        `same_broker` connects where the last connection went (a worker's two
+        connections share one node, so losing any other node leaves them alone).
         Callers own recovery: a robust connection would resume channels whose
         unacked deliveries the broker has already requeued (see architecture.md).
         """
+        if same_broker and self.current is not None:
+            return await self._connect(self.current, name, connect_timeout)
         last: BaseException | None = None
         for _ in range(len(self.urls)):
             url = self.urls[self._next]
             self._next = (self._next + 1) % len(self.urls)
             try:
-                return await aio_pika.connect(
-                    url, timeout=connect_timeout, client_properties={"connection_name": name}
-                )
+                connection = await self._connect(url, name, connect_timeout)
             except (OSError, aio_pika.exceptions.AMQPError) as exc:
                 last = exc
+                continue
+            self.current = url
+            return connection
         assert last is not None
         raise last
+
+    @staticmethod
+    async def _connect(url: str, name: str, connect_timeout: float) -> AbstractConnection:
+        return await aio_pika.connect(
+            url, timeout=connect_timeout, client_properties={"connection_name": name}
+        )
 
 
 @dataclass(slots=True)

@@ -249,7 +249,7 @@ class Worker:
         name = f"llm-fleet worker {s.worker_id}"
         consume = await self._ring.connect(name + " (consume)")
         try:
-            publish = await self._ring.connect(name + " (publish)")
+            publish = await self._ring.connect(name + " (publish)", same_broker=True)
         except BaseException:
             await consume.close()
             raise

@@ -3,7 +3,6 @@ rotation, and the release ledger that keeps broker restarts out of the crash cou
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
@@ -132,7 +131,19 @@ class TestBrokerRing:
         with pytest.raises(ConnectionRefusedError):
             await ring.connect("test")
         assert sorted(tried) == ["amqp://a/", "amqp://b/", "amqp://c/"]
-        await asyncio.sleep(0)
+
+    async def test_a_second_connection_can_follow_the_first(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        async def accept_b_only(url: str, **_: object) -> str:
+            if url != "amqp://b/":
+                raise ConnectionRefusedError(url)
+            return url
+
+        monkeypatch.setattr("aio_pika.connect", accept_b_only)
+        ring = BrokerRing("amqp://a/,amqp://b/,amqp://c/")
+        assert await ring.connect("consume") == "amqp://b/"
+        assert await ring.connect("publish", same_broker=True) == "amqp://b/"
 
 
 class TestReleaseLedger:
