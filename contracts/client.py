@@ -183,6 +183,12 @@ class _Session:
     reply: RawChannel | None = None
     consumer_tag: str | None = None
 
+    def watch_channel(self, channel: RawChannel) -> None:
+        """A channel the broker closed, or a consumer it cancelled (its queue's node
+        stopped), is as good as a lost connection: reconnect and start again."""
+        channel.on_consumer_cancel_callbacks.add(lambda _: self.lost.set())
+        channel.closing.add_done_callback(lambda _: self.lost.set())
+
     async def stop_consuming(self) -> None:
         """Cancel our reply consumer first, so deleting its queue is not a broker cancel."""
         if self.reply is not None and self.consumer_tag is not None:
@@ -287,12 +293,11 @@ class FleetClient:
                 ).get_underlay_channel(),
             )
             connection.close_callbacks.add(lambda *_: session.lost.set())
+            session.watch_channel(session.publish)
             await declare_topology(connection, broker_delivery_limit=self._broker_delivery_limit)
             lost = await self._declare_reply_queue(connection, first=first)
             reply = await (await connection.channel()).get_underlay_channel()
-            # The broker cancels a consumer whose queue went away (its node stopped):
-            # no more answers would come, so treat it as a lost connection.
-            reply.on_consumer_cancel_callbacks.add(lambda _: session.lost.set())
+            session.watch_channel(reply)
             await reply.basic_qos(prefetch_count=1000)
             ok = await reply.basic_consume(self._reply_queue, self._on_reply)
             session.reply, session.consumer_tag = reply, ok.consumer_tag
@@ -354,7 +359,7 @@ class FleetClient:
                 try:
                     self._session = await self._open()
                     break
-                except _BROKER_ERRORS as exc:
+                except Exception as exc:  # whatever it was, the supervisor must live on
                     log.warning("reconnect failed: %r", exc)
                     if time.monotonic() > give_up:
                         self._fail_pending(
@@ -368,6 +373,11 @@ class FleetClient:
             backoff.opened()
             self._ready.set()
             log.info("reconnected to the broker")
+
+    def _session_broken(self, session: _Session) -> None:
+        session.lost.set()
+        if self._session is session:
+            self._ready.clear()
 
     def _fail_pending(self, error: FleetError) -> None:
         for pending in self._pending.values():
@@ -600,7 +610,9 @@ class FleetClient:
                     log.warning(
                         "publish of %s cut off (%r); publishing again", pending.job.request_id, exc
                     )
-                    await session.lost.wait()
+                    # The session is broken even if no close reached us yet; waiting for
+                    # the next one (rather than retrying this one) also yields to the loop.
+                    self._session_broken(session)
                     self._next_submission(pending)
         finally:
             pending.sending = False

@@ -161,10 +161,11 @@ class _Session:
         for conn in (self.consume, self.publish):
             conn.close_callbacks.add(lambda *_: self.lost.set())
 
-    def watch_consumers(self, channel: RawChannel) -> None:
-        """A consumer the broker cancels (its queue's node went down) ends the session:
-        a fresh one consumes again wherever the queue lives now."""
+    def watch_channel(self, channel: RawChannel) -> None:
+        """A channel the broker closes, or a consumer it cancels (its queue's node went
+        down), ends the session: a fresh one works again wherever the queues live now."""
         channel.on_consumer_cancel_callbacks.add(lambda _: self.lost.set())
+        channel.closing.add_done_callback(lambda _: self.lost.set())
 
     async def close(self) -> None:
         for conn in (self.consume, self.publish):
@@ -262,6 +263,7 @@ class Worker:
                 raw_publish=await pub_channel.get_underlay_channel(),
             )
             session.watch()
+            session.watch_channel(session.raw_publish)
             self._publisher = ReplyPublisher(
                 session.raw_publish,
                 s.coalesce,
@@ -279,7 +281,7 @@ class Worker:
     async def _consume_side_queues(self, session: _Session) -> None:
         """Control messages, dead-letter notices and the release stream."""
         control = await (await session.consume.channel()).get_underlay_channel()
-        session.watch_consumers(control)
+        session.watch_channel(control)
         # Bounded like every queue the worker consumes: a flood of control messages
         # drops the oldest rather than growing without limit.
         declared = await control.queue_declare(
@@ -291,7 +293,7 @@ class Worker:
         await control.queue_bind(declared.queue, t.CONTROL_EXCHANGE, routing_key="")
         await control.basic_consume(declared.queue, self._on_control, no_ack=True)
         notify = await (await session.consume.channel()).get_underlay_channel()
-        session.watch_consumers(notify)
+        session.watch_channel(notify)
         await notify.basic_qos(prefetch_count=16)
         await notify.basic_consume(t.DEAD_NOTIFY_QUEUE, self._on_dead_notice)
         try:
@@ -324,7 +326,7 @@ class Worker:
             if qname not in t.JOB_QUEUES:
                 raise ValueError(f"unknown queue {qname!r}; choose from {sorted(t.JOB_QUEUES)}")
         jobs = await (await session.consume.channel()).get_underlay_channel()
-        session.watch_consumers(jobs)
+        session.watch_channel(jobs)
         await jobs.basic_qos(prefetch_count=s.concurrency)
         session.jobs = jobs
 

@@ -3,6 +3,7 @@ rotation, and the release ledger that keeps broker restarts out of the crash cou
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -160,3 +161,40 @@ class TestReleaseLedger:
         deep = b"\x91" * 100_000 + b"\x01"
         note = b"\x85\xa2id\xa1x\xa6worker\xa1w\xa6reason\xa1r\xa4jobs\x90\xa5extra" + deep
         assert not ledger.read(note)
+
+
+class TestClientPublish:
+    async def test_a_broken_session_is_not_retried_in_a_tight_loop(self) -> None:
+        """A publish that fails at once (its channel already closed) must wait for the
+        next session, not retry the dead one: that loop once logged 5 million lines."""
+        from aiormq.exceptions import ChannelInvalidStateError
+
+        from contracts.client import FleetClient, _Pending, _Session
+        from contracts.errors import ProviderUnavailable
+        from contracts.jobs import ChatJob, Credential, Target
+
+        attempts = 0
+
+        class DeadChannel:
+            async def basic_publish(self, *_: object, **__: object) -> None:
+                nonlocal attempts
+                attempts += 1
+                raise ChannelInvalidStateError("closed")
+
+        client = FleetClient("amqp://unused/", reconnect_timeout=0.3)
+        client._session = _Session(connection=None, publish=DeadChannel())  # type: ignore[arg-type]
+        client._ready.set()
+        client._supervisor = asyncio.create_task(asyncio.sleep(3600))  # "connected"
+        job = ChatJob(
+            v=1,
+            request_id="r",
+            target=Target(provider="p", model="m", credential=Credential(id="c")),
+            messages=[Message(role="user", content="x")],
+        )
+        pending = _Pending(job, False, None)
+        try:
+            with pytest.raises(ProviderUnavailable):
+                await client._send(pending, asyncio.get_running_loop().time() + 5)
+        finally:
+            client._supervisor.cancel()
+        assert attempts == 1 and pending.submission == 1
