@@ -8,13 +8,17 @@ tries the next address first: the one it was using has probably just failed.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractConnection
+from aiormq.abc import AbstractChannel as RawChannel
+from aiormq.abc import DeliveredMessage
 
 from contracts import amqp_guard
 
@@ -24,6 +28,27 @@ from contracts import amqp_guard
 amqp_guard.install()
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+# What a lost or failing broker connection raises into a publish, an ack or a
+# declare (OSError covers ConnectionError and TimeoutError; a channel the broker
+# already closed raises ChannelInvalidStateError, a RuntimeError).
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+)
+
+
+def watch_channel(channel: RawChannel, lost: asyncio.Event) -> None:
+    """Set `lost` when the broker closes `channel` or cancels a consumer on it (the
+    queue's node went down): either way the session must start again elsewhere."""
+    channel.on_consumer_cancel_callbacks.add(lambda _: lost.set())
+    channel.closing.add_done_callback(lambda _: lost.set())
+
+
+def delivery_tag(message: DeliveredMessage) -> int:
+    tag = getattr(message.delivery, "delivery_tag", None)
+    return tag if isinstance(tag, int) else 0
 
 
 def broker_urls(urls: str | Sequence[str]) -> tuple[str, ...]:
@@ -61,7 +86,7 @@ class BrokerRing:
             self._next = (self._next + 1) % len(self.urls)
             try:
                 connection = await self._connect(url, name, connect_timeout)
-            except (OSError, aio_pika.exceptions.AMQPError) as exc:
+            except BROKER_ERRORS as exc:
                 last = exc
                 continue
             self.current = url

@@ -46,7 +46,14 @@ from pamqp.commands import Basic
 
 from contracts import topology as t
 from contracts.amqp import declare_topology
-from contracts.brokers import DEFAULT_AMQP_URL, Backoff, BrokerRing
+from contracts.brokers import (
+    BROKER_ERRORS,
+    DEFAULT_AMQP_URL,
+    Backoff,
+    BrokerRing,
+    delivery_tag,
+    watch_channel,
+)
 from contracts.codec import decode_frames, encode
 from contracts.errors import ContractError, FleetError, ProviderTimeout, ProviderUnavailable
 from contracts.errors import error_for_code as _error_for_code
@@ -67,14 +74,6 @@ from contracts.jobs import (
 log = logging.getLogger("llm_fleet.client")
 
 __all__ = ["DEFAULT_AMQP_URL", "ChatEvent", "FleetClient", "Restart"]
-
-# What a lost broker connection raises into a publish or an ack.
-_BROKER_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    aiormq.exceptions.AMQPError,
-    aiormq.exceptions.ChannelInvalidStateError,
-)
-
 
 @dataclass(frozen=True, slots=True)
 class Restart:
@@ -183,16 +182,10 @@ class _Session:
     reply: RawChannel | None = None
     consumer_tag: str | None = None
 
-    def watch_channel(self, channel: RawChannel) -> None:
-        """A channel the broker closed, or a consumer it cancelled (its queue's node
-        stopped), is as good as a lost connection: reconnect and start again."""
-        channel.on_consumer_cancel_callbacks.add(lambda _: self.lost.set())
-        channel.closing.add_done_callback(lambda _: self.lost.set())
-
     async def stop_consuming(self) -> None:
         """Cancel our reply consumer first, so deleting its queue is not a broker cancel."""
         if self.reply is not None and self.consumer_tag is not None:
-            with contextlib.suppress(*_BROKER_ERRORS):
+            with contextlib.suppress(*BROKER_ERRORS):
                 await self.reply.basic_cancel(self.consumer_tag)
             self.consumer_tag = None
 
@@ -270,7 +263,7 @@ class FleetClient:
         if session is not None:
             if not self._durable:
                 await session.stop_consuming()
-                with contextlib.suppress(*_BROKER_ERRORS):
+                with contextlib.suppress(*BROKER_ERRORS):
                     await session.publish.queue_delete(self._reply_queue)
             with contextlib.suppress(Exception):
                 await session.connection.close()
@@ -293,11 +286,11 @@ class FleetClient:
                 ).get_underlay_channel(),
             )
             connection.close_callbacks.add(lambda *_: session.lost.set())
-            session.watch_channel(session.publish)
+            watch_channel(session.publish, session.lost)
             await declare_topology(connection, broker_delivery_limit=self._broker_delivery_limit)
             lost = await self._declare_reply_queue(connection, first=first)
             reply = await (await connection.channel()).get_underlay_channel()
-            session.watch_channel(reply)
+            watch_channel(reply, session.lost)
             await reply.basic_qos(prefetch_count=1000)
             ok = await reply.basic_consume(self._reply_queue, self._on_reply)
             session.reply, session.consumer_tag = reply, ok.consumer_tag
@@ -320,26 +313,31 @@ class FleetClient:
             "x-queue-type": "classic",
             "x-expires": self._reply_expires_ms,
         }
-        if not first:
+
+        async def declare(**how: Any) -> bool:
+            """One declare on a channel of its own (a NOT_FOUND closes it); False on 404."""
             channel = await connection.channel()
             try:
-                await channel.declare_queue(self._reply_queue, passive=True)
-                return False
+                await channel.declare_queue(self._reply_queue, **how)
             except aiormq.exceptions.ChannelNotFoundEntity:
-                pass  # lost with a broker's data, expired, or its node is down
-        channel = await connection.channel()
-        try:
-            await channel.declare_queue(self._reply_queue, durable=True, arguments=arguments)
+                return False
+            await channel.close()
+            return True
+
+        # Lost with a broker's data, expired, or its node is down: answers in it are gone.
+        if not first and await declare(passive=True):
+            return False
+        if await declare(durable=True, arguments=arguments):
             return not first
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            if self._durable:
-                raise  # the caller chose this name; wait for its node to come back
-        # The queue's home node is down: answers to it cannot reach us, so start
-        # afresh under a new name and publish everything in flight again.
+        if self._durable:
+            # The caller chose this name; wait (reconnecting) for its node to come back.
+            raise aiormq.exceptions.ChannelNotFoundEntity(f"reply queue {self._reply_queue}")
+        # Its home node is down: start afresh under a new name and publish everything
+        # in flight again.
         log.warning("reply queue %s is unavailable; using a new one", self._reply_queue)
         self._reply_queue = self._new_reply_queue_name()
-        channel = await connection.channel()
-        await channel.declare_queue(self._reply_queue, durable=True, arguments=arguments)
+        if not await declare(durable=True, arguments=arguments):
+            raise aiormq.exceptions.ChannelNotFoundEntity(f"reply queue {self._reply_queue}")
         return True
 
     async def _supervise(self) -> None:
@@ -606,7 +604,7 @@ class FleetClient:
                     return
                 except aiormq.exceptions.PublishError:
                     raise  # returned unroutable: no queue for this kind, not a broker blip
-                except _BROKER_ERRORS as exc:
+                except BROKER_ERRORS as exc:
                     log.warning(
                         "publish of %s cut off (%r); publishing again", pending.job.request_id, exc
                     )
@@ -731,13 +729,8 @@ class FleetClient:
 async def _ack(message: DeliveredMessage) -> None:
     # After a reconnect the channel is gone and the broker has requeued the message:
     # it comes again on the new session, and duplicates are dropped by seq.
-    with contextlib.suppress(*_BROKER_ERRORS):
-        await message.channel.basic_ack(_delivery_tag(message))
-
-
-def _delivery_tag(message: DeliveredMessage) -> int:
-    tag = getattr(message.delivery, "delivery_tag", None)
-    return tag if isinstance(tag, int) else 0
+    with contextlib.suppress(*BROKER_ERRORS):
+        await message.channel.basic_ack(delivery_tag(message))
 
 
 def _error_for_frame(frame: Error) -> FleetError:

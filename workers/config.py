@@ -13,6 +13,7 @@ from contracts.codec import DEFAULT_MAX_JOB_BYTES
 from contracts.topology import (
     DEFAULT_BROKER_DELIVERY_LIMIT,
     DEFAULT_DELIVERY_LIMIT,
+    JOB_QUEUES,
     QUEUE_CHAT,
     QUEUE_EMBED,
 )
@@ -130,6 +131,9 @@ class Settings:
         settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
         if settings.concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
+        unknown = [q for q in settings.queues if q not in JOB_QUEUES]
+        if unknown or not settings.queues:
+            raise ConfigError(f"queues must be some of {', '.join(JOB_QUEUES)}; got {unknown}")
         try:
             broker_urls(settings.amqp_url)
         except ValueError:

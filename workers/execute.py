@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from contracts.brokers import BROKER_ERRORS
 from contracts.errors import (
     BadRequest,
     Cancelled,
@@ -34,7 +35,7 @@ from providers.registry import ProviderRegistry
 from providers.retry import RetryPolicy, call_with_retry, stream_with_retry
 from workers.credentials import CredentialResolver
 from workers.logs import LIVE_SECRETS
-from workers.reply import BROKER_ERRORS, ReplyQueueGone, ReplyStream
+from workers.reply import ReplyQueueGone, ReplyStream
 
 log = structlog.get_logger("llm_fleet.job")
 T = TypeVar("T")

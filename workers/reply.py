@@ -37,16 +37,6 @@ _FIXARRAY, _ARRAY16, _ARRAY32 = 0x90, 0xDC, 0xDD
 _TERMINAL = (Final, Error)
 
 
-# What a lost or failing broker connection raises into a job (OSError covers
-# ConnectionError and TimeoutError; a channel closed under a publish raises
-# ChannelInvalidStateError, a RuntimeError). Jobs hit by these are left unacked.
-BROKER_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    aiormq.exceptions.AMQPError,
-    aiormq.exceptions.ChannelInvalidStateError,
-)
-
-
 class ReplyQueueGone(Exception):
     """The producer's reply queue no longer exists (mandatory publish was returned)."""
 

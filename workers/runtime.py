@@ -33,7 +33,7 @@ from pamqp.commands import Basic
 from contracts import amqp_guard
 from contracts import topology as t
 from contracts.amqp import declare_release_stream, declare_topology
-from contracts.brokers import Backoff, BrokerRing
+from contracts.brokers import BROKER_ERRORS, Backoff, BrokerRing, delivery_tag, watch_channel
 from contracts.codec import decode_job, peek_job
 from contracts.errors import (
     Cancelled,
@@ -48,7 +48,7 @@ from workers.config import Settings
 from workers.execute import Executor, InputRejected, RunState
 from workers.metrics import WorkerMetrics
 from workers.releases import ReleaseLedger, job_key, release_note
-from workers.reply import BROKER_ERRORS, ReplyPublisher, ReplyQueueGone, ReplyStream
+from workers.reply import ReplyPublisher, ReplyQueueGone, ReplyStream
 
 log = structlog.get_logger("llm_fleet.worker")
 
@@ -96,7 +96,7 @@ class Delivery:
         return cls(
             body=message.body,
             props=message.header.properties,
-            tag=deliver.delivery_tag or 0,
+            tag=delivery_tag(message),
             routing_key=_text(deliver.routing_key) or "",
             redelivered=bool(deliver.redelivered),
             channel=message.channel,
@@ -160,12 +160,6 @@ class _Session:
     def watch(self) -> None:
         for conn in (self.consume, self.publish):
             conn.close_callbacks.add(lambda *_: self.lost.set())
-
-    def watch_channel(self, channel: RawChannel) -> None:
-        """A channel the broker closes, or a consumer it cancels (its queue's node went
-        down), ends the session: a fresh one works again wherever the queues live now."""
-        channel.on_consumer_cancel_callbacks.add(lambda _: self.lost.set())
-        channel.closing.add_done_callback(lambda _: self.lost.set())
 
     async def close(self) -> None:
         for conn in (self.consume, self.publish):
@@ -263,7 +257,7 @@ class Worker:
                 raw_publish=await pub_channel.get_underlay_channel(),
             )
             session.watch()
-            session.watch_channel(session.raw_publish)
+            watch_channel(session.raw_publish, session.lost)
             self._publisher = ReplyPublisher(
                 session.raw_publish,
                 s.coalesce,
@@ -281,7 +275,7 @@ class Worker:
     async def _consume_side_queues(self, session: _Session) -> None:
         """Control messages, dead-letter notices and the release stream."""
         control = await (await session.consume.channel()).get_underlay_channel()
-        session.watch_channel(control)
+        watch_channel(control, session.lost)
         # Bounded like every queue the worker consumes: a flood of control messages
         # drops the oldest rather than growing without limit.
         declared = await control.queue_declare(
@@ -293,7 +287,7 @@ class Worker:
         await control.queue_bind(declared.queue, t.CONTROL_EXCHANGE, routing_key="")
         await control.basic_consume(declared.queue, self._on_control, no_ack=True)
         notify = await (await session.consume.channel()).get_underlay_channel()
-        session.watch_channel(notify)
+        watch_channel(notify, session.lost)
         await notify.basic_qos(prefetch_count=16)
         await notify.basic_consume(t.DEAD_NOTIFY_QUEUE, self._on_dead_notice)
         try:
@@ -313,7 +307,7 @@ class Worker:
                 if not self._ledger.read(message.body):
                     log.warning("release_note_unreadable", bytes=len(message.body))
             finally:
-                await message.channel.basic_ack(Delivery.of(message, {}).tag)
+                await message.channel.basic_ack(delivery_tag(message))
 
         # From the start of what the stream keeps: notes already read count once.
         await releases.basic_consume(
@@ -322,11 +316,8 @@ class Worker:
 
     async def _start_consuming(self, session: _Session) -> None:
         s = self._settings
-        for qname in s.queues:
-            if qname not in t.JOB_QUEUES:
-                raise ValueError(f"unknown queue {qname!r}; choose from {sorted(t.JOB_QUEUES)}")
         jobs = await (await session.consume.channel()).get_underlay_channel()
-        session.watch_channel(jobs)
+        watch_channel(jobs, session.lost)
         await jobs.basic_qos(prefetch_count=s.concurrency)
         session.jobs = jobs
 

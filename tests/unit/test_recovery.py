@@ -198,3 +198,11 @@ class TestClientPublish:
         finally:
             client._supervisor.cancel()
         assert attempts == 1 and pending.submission == 1
+
+
+def test_unknown_queues_are_refused_at_start_up() -> None:
+    from workers.config import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match=r"llm\.typo"):
+        Settings.from_env({"FLEET_QUEUES": "llm.chat,llm.typo"})
+    assert Settings.from_env({"FLEET_QUEUES": "llm.batch"}).queues == ("llm.batch",)
