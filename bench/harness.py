@@ -303,7 +303,8 @@ class Fleet:
         }
 
 
-def _mock_args(spec: MockSpec, port: int) -> list[str]:
+def mock_args(spec: MockSpec, port: int) -> list[str]:
+    """`llm-fleet mock-provider` arguments for one mock process."""
     args = [
         "mock-provider",
         "--port",
@@ -351,7 +352,7 @@ async def start_fleet(
         running: dict[str, Mock] = {}
         for name, mspec in mocks.items():
             port = free_port()
-            proc = spawn(f"mock-{name}-{port}", _mock_args(mspec, port), os.environ, ctx.logdir)
+            proc = spawn(f"mock-{name}-{port}", mock_args(mspec, port), os.environ, ctx.logdir)
             procs.append(proc)
             running[name] = Mock(mspec, proc, port)
         base_env = {

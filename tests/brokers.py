@@ -46,6 +46,29 @@ _ports_lock = threading.Lock()
 _ports_taken: set[int] = set()
 
 
+class _Started:
+    """`with X() as x:` starts x and always closes it, also when starting fails."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
 class HarnessError(RuntimeError):
     """A private broker or database could not be started, stopped or queried."""
 
@@ -234,7 +257,7 @@ def reap_stale(root: Path | None = None) -> list[str]:
 # -- RabbitMQ -----------------------------------------------------------------------------
 
 
-class BrokerNode:
+class BrokerNode(_Started):
     """One private RabbitMQ node: own directory, ports, node name and Erlang cookie.
 
     `stop()` is a graceful shutdown of the whole node and keeps its data, so `start()`
@@ -276,19 +299,6 @@ class BrokerNode:
 
     def __repr__(self) -> str:
         return f"BrokerNode({self.name}, port={self.port})"
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     @property
     def url(self) -> str:
@@ -455,7 +465,7 @@ class BrokerNode:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class BrokerCluster:
+class BrokerCluster(_Started):
     """Three (or `size`) private nodes clustered together, sharing one Erlang cookie.
 
     Nodes boot in parallel, then the others join nodes[0]. A node stopped or killed with
@@ -475,19 +485,6 @@ class BrokerCluster:
 
     def __repr__(self) -> str:
         return f"BrokerCluster({[n.name for n in self.nodes]})"
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     @property
     def urls(self) -> list[str]:
@@ -651,7 +648,7 @@ def _pg_halt(data: Path, directory: Path) -> None:
     _drop_orphan_shm(data)
 
 
-class PrivatePostgres:
+class PrivatePostgres(_Started):
     """A throwaway PostgreSQL cluster on 127.0.0.1, trust auth, user `postgres`.
 
     `initdb` runs on the first start(). `kill()` is a crash (SIGKILL of the postmaster);
@@ -674,19 +671,6 @@ class PrivatePostgres:
 
     def __repr__(self) -> str:
         return f"PrivatePostgres(port={self.port}, dir={self.dir})"
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     @property
     def url(self) -> str:

@@ -33,14 +33,14 @@ from typing import Any
 
 import httpx
 
-from bench.harness import MOCK_KEY, Proc, free_port, spawn, wait_ready
+from bench.harness import MOCK_KEY, MockSpec, Proc, free_port, mock_args, spawn, wait_ready
 from contracts.client import FleetClient, Restart
 from contracts.frames import Delta, Final
 from contracts.jobs import Credential, Message, Target
 from providers.mock.config import MockConfig
 from providers.mock.server import start_mock
 from tests.brokers import BrokerCluster, BrokerNode, PrivatePostgres
-from workers.crypto import Keyring
+from workers.crypto import Keyring, seal
 from workers.migrate import migrate, with_database
 from workers.vault import Vault
 
@@ -196,20 +196,8 @@ async def run_chaos(
     key = base64.b64encode(os.urandom(32)).decode()
     keyring = Keyring.from_env({"INTEGRATION_CRYPTO_KEY": key})
     mock_port = free_port()
-    mock_args = [
-        "mock-provider",
-        "--port",
-        str(mock_port),
-        "--api-key",
-        MOCK_KEY,
-        "--ttft-ms",
-        str(plan.ttft_ms),
-        "--tokens-per-sec",
-        str(plan.tokens_per_sec),
-        "--tokens",
-        str(plan.tokens),
-    ]
-    mock = spawn(f"chaos-mock-{mock_port}", mock_args, os.environ, logdir)
+    spec = MockSpec(ttft_ms=plan.ttft_ms, tokens_per_sec=plan.tokens_per_sec, tokens=plan.tokens)
+    mock = spawn(f"chaos-mock-{mock_port}", mock_args(spec, mock_port), os.environ, logdir)
     mock_url = f"http://127.0.0.1:{mock_port}/v1"
     # The same text function without the pacing: what each answer must be.
     reference = await start_mock(
@@ -221,8 +209,6 @@ async def run_chaos(
         if pg is not None:
             target, db_url = await _stored_target(pg, keyring)
         else:
-            from workers.crypto import seal
-
             sealed = seal(keyring, "mock", {"api_key": MOCK_KEY})
             target = Target(
                 provider="mock", model="mock-chaos", credential=Credential(sealed=sealed)
