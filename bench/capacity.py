@@ -67,7 +67,7 @@ def _specs(fleet: Fleet, mode: str, streams: int) -> list[LoadSpec]:
 
 async def _run_mode(fleet: Fleet, mode: str, streams: int) -> dict[str, Any]:
     watched: dict[str, Proc] = {"worker": fleet.workers[0], "mock": fleet.mocks["mock"].proc}
-    broker = broker_process()
+    broker = broker_process(fleet.amqp_url)
     before = {k: p.cpu_seconds() for k, p in watched.items()}
     b0 = cpu_of(broker)
     merged = merge(await run_loadgens(_specs(fleet, mode, streams)))

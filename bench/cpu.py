@@ -81,7 +81,8 @@ async def _measure(fleet: Fleet, plan: Plan) -> dict[str, Any]:
 
     (direct,) = await run_loadgens([_spec(fleet, plan, "direct", plan.requests)])
 
-    worker, mock, broker = fleet.workers[0], fleet.mocks[plan.provider].proc, broker_process()
+    worker, mock = fleet.workers[0], fleet.mocks[plan.provider].proc
+    broker = broker_process(fleet.amqp_url)
     w0, m0, b0 = worker.cpu_seconds(), mock.cpu_seconds(), cpu_of(broker)
     (client,) = await run_loadgens([_spec(fleet, plan, "fleet", plan.requests)])
     w, m, b = worker.cpu_seconds() - w0, mock.cpu_seconds() - m0, cpu_of(broker) - b0

@@ -32,6 +32,7 @@ import psutil  # type: ignore[import-untyped,unused-ignore]
 from bench import report
 from bench.streams import CountingClient
 from contracts.amqp import declare_topology
+from contracts.brokers import broker_urls
 from contracts.jobs import Credential, Target
 from contracts.topology import MESSAGE_QUEUES
 from workers.crypto import Keyring, seal
@@ -240,11 +241,19 @@ async def wait_ready(url: str, proc: Proc, within: float = 30.0) -> None:
             await asyncio.sleep(0.1)
 
 
-def broker_process() -> psutil.Process | None:
-    """The local RabbitMQ VM, if there is one: its CPU shows where a bottleneck sits."""
+def broker_process(amqp_url: str) -> psutil.Process | None:
+    """The local RabbitMQ VM serving `amqp_url`, if any: its CPU shows where a bottleneck
+    sits. Chosen by the port it listens on, since test and cluster nodes may run beside it."""
+    port = urllib.parse.urlsplit(broker_urls(amqp_url)[0]).port or 5672
     for p in psutil.process_iter(["name"]):
-        if p.info["name"] == "beam.smp":
-            return p
+        if p.info["name"] != "beam.smp":
+            continue
+        with contextlib.suppress(psutil.Error):
+            if any(
+                c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                for c in p.net_connections(kind="tcp")
+            ):
+                return p
     return None
 
 
