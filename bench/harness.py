@@ -278,7 +278,7 @@ class Mock:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"http://127.0.0.1:{self.port}/openai/v1"
 
 
 @dataclass(slots=True)

@@ -1,5 +1,6 @@
 """The llm-fleet wire contract: importable by any producer without worker code."""
 
+from contracts.catalog import ProviderInfo
 from contracts.codec import decode_frame, decode_frames, decode_job, encode
 from contracts.codes import RETRYABLE_CODES, ErrorCode
 from contracts.errors import (
@@ -22,6 +23,7 @@ from contracts.errors import (
 )
 from contracts.frames import (
     Answered,
+    Catalog,
     Delta,
     Embeddings,
     Error,
@@ -53,6 +55,7 @@ __all__ = [
     "Answered",
     "BadRequest",
     "Cancelled",
+    "Catalog",
     "ChatJob",
     "ContentFiltered",
     "ContentPart",
@@ -74,6 +77,7 @@ __all__ = [
     "Metrics",
     "NotFound",
     "PermanentError",
+    "ProviderInfo",
     "ProviderTimeout",
     "ProviderUnavailable",
     "QuotaExceeded",

@@ -5,7 +5,8 @@ first creates it; a job published before any worker ran is queued, not lost.
 
 Every queue the fleet consumes is bounded: job queues by a delivery limit and
 a dead-letter exchange, dead-letter notices by a small delivery limit of their
-own, so no message can circulate for ever.
+own, catalog requests by age, length and a delivery limit, so no message can
+circulate for ever.
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ def _queue_arguments(broker_delivery_limit: int) -> dict[str, dict[str, Any]]:
         # job itself is still in llm.dead.
         t.DEAD_NOTIFY_QUEUE: {
             "x-queue-type": "quorum",
+            "x-delivery-limit": t.NOTICE_DELIVERY_LIMIT,
+        },
+        # Quorum, so losing a node leaves it answering; no dead-letter exchange:
+        # a stale catalog request is dropped, never kept for operators.
+        t.CATALOG_QUEUE: {
+            "x-queue-type": "quorum",
+            "x-message-ttl": t.CATALOG_MAX_AGE_MS,
+            "x-max-length": t.CATALOG_BACKLOG,
+            "x-overflow": "drop-head",
             "x-delivery-limit": t.NOTICE_DELIVERY_LIMIT,
         },
     }

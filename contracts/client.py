@@ -54,10 +54,20 @@ from contracts.brokers import (
     delivery_tag,
     watch_channel,
 )
+from contracts.catalog import CatalogRequest, ProviderInfo
 from contracts.codec import decode_frames, encode
 from contracts.errors import ContractError, FleetError, ProviderTimeout, ProviderUnavailable
 from contracts.errors import error_for_code as _error_for_code
-from contracts.frames import Delta, Error, Final, Frame, Start, ToolCallDelta, VerifyInfo
+from contracts.frames import (
+    Catalog,
+    Delta,
+    Error,
+    Final,
+    Frame,
+    Start,
+    ToolCallDelta,
+    VerifyInfo,
+)
 from contracts.jobs import (
     ChatJob,
     EmbedJob,
@@ -537,6 +547,58 @@ class FleetClient:
         final = await self.request(job, deadline=deadline)
         return final.verify or VerifyInfo(ok=False, detail="worker sent no verify result")
 
+    async def providers(self, *, within: float = 10.0) -> list[ProviderInfo]:
+        """What the fleet can call: provider names, capabilities, default addresses
+        and credential fields, sorted by name.
+
+        Any one live worker answers from its registry: no job, no credential, and
+        nothing dead-lettered. When no worker answers `within` seconds (none is
+        running, or only workers that predate this request, which leave the
+        queue alone) this raises a retryable `ProviderUnavailable`; the request
+        expires in the queue with the wait.
+        """
+        rid = uuid.uuid4().hex
+        inbox = self._inboxes[rid] = _Inbox()
+        give_up = asyncio.get_running_loop().time() + within
+        try:
+            session = await self._ready_session(give_up)
+            props = Basic.Properties(
+                reply_to=self._reply_queue,
+                correlation_id=rid,
+                content_type="application/msgpack",
+                expiration=str(max(1, int(within * 1000))),
+            )
+            try:
+                await session.publish.basic_publish(
+                    encode(CatalogRequest(request_id=rid)),
+                    routing_key=t.CATALOG_QUEUE,
+                    properties=props,
+                    mandatory=True,
+                )
+            except BROKER_ERRORS as exc:
+                if not isinstance(exc, aiormq.exceptions.PublishError):  # not a mere return
+                    self._session_broken(session)
+                raise ProviderUnavailable(
+                    f"could not ask the fleet for its providers ({type(exc).__name__})",
+                    retryable=True,
+                ) from None
+            try:
+                async with asyncio.timeout_at(give_up):
+                    while True:
+                        item = await inbox.queue.get()
+                        if type(item) is Catalog:
+                            return item.providers
+                        if type(item) is Error:
+                            raise _error_for_frame(item)
+            except TimeoutError:
+                raise ProviderUnavailable(
+                    f"no worker answered the provider catalog request within {within:g}s "
+                    f"(no worker is running, or none is new enough to serve {t.CATALOG_QUEUE})",
+                    retryable=True,
+                ) from None
+        finally:
+            self._inboxes.pop(rid, None)
+
     async def request(
         self, job: Job, *, batch: bool = False, deadline: float | None = None
     ) -> Final:
@@ -734,9 +796,14 @@ async def _ack(message: DeliveredMessage) -> None:
 
 
 def _error_for_frame(frame: Error) -> FleetError:
-    error = _error_for_code(frame.code, frame.message, frame.provider_status)
-    error.retryable = frame.retryable
-    return error
+    return _error_for_code(
+        frame.code,
+        frame.message,
+        frame.provider_status,
+        retryable=frame.retryable,
+        retry_after=frame.retry_after,
+        provider_request_id=frame.provider_request_id,
+    )
 
 
 def _chat_job(

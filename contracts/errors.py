@@ -4,7 +4,7 @@
 FleetError
 ├── ContractError            the message itself is malformed: fix the producer
 ├── TransientError           try again later (same target, backoff)
-│   ├── RateLimited          (carries retry_after seconds when the provider said)
+│   ├── RateLimited
 │   ├── ProviderUnavailable  connect errors, 5xx, 529, dropped streams
 │   └── ProviderTimeout
 └── PermanentError           do not retry this target; a fallback target may still work
@@ -18,6 +18,12 @@ FleetError
     ├── Cancelled
     └── InternalError
 ```
+
+Every error carries what the caller needs to act on it: `retryable` (the class
+default, or the provider's own word such as `x-should-retry`), `provider_status`,
+`retry_after` (seconds the provider asked to wait, when it said) and
+`provider_request_id` (the provider's id for the failed call, to quote to its
+support). Error frames carry all of them and `FleetClient` rebuilds them.
 
 Messages never contain credentials: adapters build them from status codes and
 provider error bodies, never from request headers.
@@ -40,12 +46,16 @@ class FleetError(Exception):
         *,
         provider_status: int | None = None,
         retryable: bool | None = None,
+        retry_after: float | None = None,
+        provider_request_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.provider_status = provider_status
         # A provider may override the class default (e.g. `x-should-retry: false`).
         self.retryable = self.default_retryable if retryable is None else retryable
+        self.retry_after = retry_after
+        self.provider_request_id = provider_request_id
 
 
 class ContractError(FleetError):
@@ -71,26 +81,21 @@ class RateLimited(TransientError):
         message: str,
         *,
         provider_status: int | None = 429,
-        retry_after: float | None = None,
         retryable: bool | None = None,
+        retry_after: float | None = None,
+        provider_request_id: str | None = None,
     ) -> None:
-        super().__init__(message, provider_status=provider_status, retryable=retryable)
-        self.retry_after = retry_after
+        super().__init__(
+            message,
+            provider_status=provider_status,
+            retryable=retryable,
+            retry_after=retry_after,
+            provider_request_id=provider_request_id,
+        )
 
 
 class ProviderUnavailable(TransientError):
     code = ErrorCode.PROVIDER_UNAVAILABLE
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        provider_status: int | None = None,
-        retry_after: float | None = None,
-        retryable: bool | None = None,
-    ) -> None:
-        super().__init__(message, provider_status=provider_status, retryable=retryable)
-        self.retry_after = retry_after
 
 
 class ProviderTimeout(TransientError):
@@ -153,10 +158,29 @@ _BY_CODE: dict[ErrorCode, type[FleetError]] = {
 }
 
 
-def error_for_code(code: str, message: str, provider_status: int | None = None) -> FleetError:
-    """Rebuild the typed exception for an error frame (used by FleetClient)."""
+def error_for_code(
+    code: str,
+    message: str,
+    provider_status: int | None = None,
+    *,
+    retryable: bool | None = None,
+    retry_after: float | None = None,
+    provider_request_id: str | None = None,
+) -> FleetError:
+    """Rebuild the typed exception for an error frame (used by FleetClient).
+
+    `retryable` is the worker's decision, kept as it was sent; None (a frame from
+    a sender that did not say) falls back to the class default. An unknown code
+    (from a newer worker) becomes `InternalError`.
+    """
     try:
         cls = _BY_CODE[ErrorCode(code)]
     except ValueError:
         cls = InternalError
-    return cls(message, provider_status=provider_status)
+    return cls(
+        message,
+        provider_status=provider_status,
+        retryable=retryable,
+        retry_after=retry_after,
+        provider_request_id=provider_request_id,
+    )

@@ -3,7 +3,8 @@
 Every frame carries `request_id`, `attempt` (the delivery count of the job) and
 `seq` (0, 1, 2… within one attempt), and the job's `submission` (how often the
 producer had to publish it again). A stream is `start`, any number of `delta`,
-then exactly one `final` or `error`.
+then exactly one `final` or `error`. A catalog request is answered by one
+`catalog` frame (or an `error`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from array import array
 import msgspec
 from msgspec import Struct
 
+from contracts.catalog import ProviderInfo
 from contracts.jobs import Message
 
 
@@ -42,9 +44,18 @@ class Delta(FrameBase, tag="delta"):
 
 
 class Usage(Struct, kw_only=True, omit_defaults=True):
+    """Tokens of one answer. The optional counts are None when the provider does not
+    report them (not 0, which would claim "none were cached")."""
+
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
+    # Part of input_tokens served from the provider's prompt cache (billed lower).
+    cached_input_tokens: int | None = None
+    # Input tokens written to the prompt cache (Anthropic bills them higher).
+    cache_write_tokens: int | None = None
+    # Part of output_tokens spent on reasoning/thinking before the visible answer.
+    reasoning_tokens: int | None = None
 
 
 class Metrics(Struct, kw_only=True, omit_defaults=True):
@@ -101,10 +112,25 @@ class Final(FrameBase, tag="final"):
 
 
 class Error(FrameBase, tag="error"):
+    """A failed job: everything the worker's exception carried (contracts/errors.py).
+
+    `retryable` is the worker's decision for this failure, which may differ from
+    the code's usual class (a provider's `x-should-retry`, a job refused for good).
+    `retry_after`: seconds the provider asked callers to wait, when it said.
+    """
+
     code: str
     message: str
     retryable: bool = False
     provider_status: int | None = None
+    retry_after: float | None = None
+    provider_request_id: str | None = None
 
 
-Frame = Start | Delta | Final | Error
+class Catalog(FrameBase, tag="catalog"):
+    """The answer to a catalog request (`FleetClient.providers()`), not to a job."""
+
+    providers: list[ProviderInfo]
+
+
+Frame = Start | Delta | Final | Error | Catalog

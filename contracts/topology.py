@@ -17,12 +17,19 @@ DEAD_NOTIFY_QUEUE: Final = "llm.dead.notify"  # drained by workers to answer pro
 RELEASES_QUEUE: Final = "llm.releases"
 RELEASES_MAX_AGE: Final = "1h"  # a job redelivered later than this counts every return
 
+# Producers ask what the fleet supports here (`FleetClient.providers()`); any one
+# live worker answers from its registry. Not a job queue: nothing in it is ever
+# dead-lettered, and a request nobody takes in time simply expires.
+CATALOG_QUEUE: Final = "llm.catalog"
+CATALOG_MAX_AGE_MS: Final = 60_000  # backstop; each request also expires with its caller's wait
+CATALOG_BACKLOG: Final = 1_000  # requests kept at most, oldest dropped
+
 QUEUE_CHAT: Final = "llm.chat"
 QUEUE_EMBED: Final = "llm.embed"
 QUEUE_BATCH: Final = "llm.batch"
 JOB_QUEUES: Final = (QUEUE_CHAT, QUEUE_EMBED, QUEUE_BATCH)
 # Queues holding messages (the release stream is append-only and cannot be purged).
-MESSAGE_QUEUES: Final = (*JOB_QUEUES, DEAD_QUEUE, DEAD_NOTIFY_QUEUE)
+MESSAGE_QUEUES: Final = (*JOB_QUEUES, DEAD_QUEUE, DEAD_NOTIFY_QUEUE, CATALOG_QUEUE)
 
 # Interactive kinds go to llm.chat, vector work to llm.embed; producers running
 # backfills pass `batch=True` to keep them off the interactive queues.

@@ -1,28 +1,90 @@
-"""Name → `Provider` lookup, so workers dispatch through a dict, never if/elif."""
+"""Provider name → spec and adapter, built from every provider package's specs.
+
+Adding a provider means adding its folder (`providers/<name>/` exporting
+`SPECS`) and its module name to `BUILTIN`; nothing else changes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import cast
 
+from contracts.catalog import ProviderInfo
 from contracts.errors import BadRequest
-from providers.base import Provider
-from providers.http import HttpClientPool
-from providers.openai_compat import OpenAICompatible
+from providers.core.http import HttpClientPool
+from providers.core.spec import (
+    REQUIRED_METHOD,
+    Capability,
+    ChatAdapter,
+    EmbedAdapter,
+    ProviderContext,
+    ProviderSpec,
+    RerankAdapter,
+    StreamAdapter,
+    VerifyAdapter,
+)
 
-__all__ = ["OPENAI_COMPATIBLE_DEFAULTS", "ProviderRegistry", "default_registry"]
+__all__ = ["BUILTIN", "Provider", "ProviderRegistry", "builtin_specs", "default_registry"]
 
-# Provider name → default base URL (None: the credential or operator must supply one).
-OPENAI_COMPATIBLE_DEFAULTS: Mapping[str, str | None] = {
-    "openai": "https://api.openai.com/v1",
-    "openai-compatible": None,
-    "vllm": "http://localhost:8000/v1",
-    "ollama": "http://localhost:11434/v1",
-    "mock": "http://127.0.0.1:8900/v1",
-}
+# Provider packages whose `SPECS` the default registry serves.
+BUILTIN: tuple[str, ...] = ("openai",)
+
+
+def builtin_specs() -> list[ProviderSpec]:
+    specs: list[ProviderSpec] = []
+    for module in BUILTIN:
+        specs.extend(importlib.import_module(f"providers.{module}").SPECS)
+    return specs
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """A registered adapter with its spec; each accessor checks the capability first."""
+
+    spec: ProviderSpec
+    adapter: object
+    base_url: str | None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def supports(self, capability: Capability) -> bool:
+        return capability in self.spec.capabilities
+
+    def require(self, capability: Capability) -> None:
+        if capability not in self.spec.capabilities:
+            what = capability.names[0] if capability.names else str(capability)
+            raise BadRequest(f"provider {self.name!r} does not support {what}")
+
+    def chat(self) -> ChatAdapter:
+        self.require(Capability.CHAT)
+        return cast(ChatAdapter, self.adapter)
+
+    def streamer(self) -> StreamAdapter:
+        self.require(Capability.STREAM)
+        return cast(StreamAdapter, self.adapter)
+
+    def embedder(self) -> EmbedAdapter:
+        self.require(Capability.EMBED)
+        return cast(EmbedAdapter, self.adapter)
+
+    def reranker(self) -> RerankAdapter:
+        self.require(Capability.RERANK)
+        return cast(RerankAdapter, self.adapter)
+
+    def verifier(self) -> VerifyAdapter:
+        self.require(Capability.VERIFY)
+        return cast(VerifyAdapter, self.adapter)
+
+    def info(self) -> ProviderInfo:
+        return self.spec.info(self.base_url)
 
 
 class ProviderRegistry:
-    """Adapters by the provider name jobs put in `target.provider`.
+    """Providers by the name jobs put in `target.provider`.
 
     Registering an existing name replaces it (tests swap adapters this way).
     """
@@ -30,8 +92,27 @@ class ProviderRegistry:
     def __init__(self) -> None:
         self._providers: dict[str, Provider] = {}
 
-    def register(self, name: str, provider: Provider) -> None:
-        self._providers[name] = provider
+    def register(self, spec: ProviderSpec, adapter: object, base_url: str | None = None) -> None:
+        missing = [
+            method
+            for capability, method in REQUIRED_METHOD.items()
+            if capability in spec.capabilities and not callable(getattr(adapter, method, None))
+        ]
+        if missing:
+            raise TypeError(f"{spec.name}: adapter lacks {', '.join(missing)} its spec promises")
+        url = base_url if base_url is not None else spec.default_base_url
+        self._providers[spec.name] = Provider(spec, adapter, url)
+
+    def register_adapter(self, name: str, adapter: object) -> None:
+        """Register a hand-built adapter (tests, in-process use) with the capabilities
+        its methods offer; tools are assumed wherever chat is."""
+        capabilities = Capability(0)
+        for capability, method in REQUIRED_METHOD.items():
+            if callable(getattr(adapter, method, None)):
+                capabilities |= capability
+        if capabilities & (Capability.CHAT | Capability.STREAM):
+            capabilities |= Capability.TOOLS
+        self.register(ProviderSpec.custom(name, capabilities), adapter)
 
     def get(self, name: str) -> Provider:
         try:
@@ -43,16 +124,30 @@ class ProviderRegistry:
     def names(self) -> list[str]:
         return sorted(self._providers)
 
+    def describe(self) -> list[ProviderInfo]:
+        return [self._providers[name].info() for name in self.names()]
+
     def __contains__(self, name: object) -> bool:
         return name in self._providers
 
 
 def default_registry(
-    http: HttpClientPool, base_urls: Mapping[str, str] | None = None
+    http: HttpClientPool,
+    base_urls: Mapping[str, str] | None = None,
+    token_urls: Mapping[str, str] | None = None,
+    specs: Iterable[ProviderSpec] | None = None,
 ) -> ProviderRegistry:
-    """Every built-in adapter; `base_urls[name]` replaces that provider's default URL."""
-    overrides = base_urls or {}
+    """Every built-in provider; `base_urls[name]` replaces that provider's default address."""
+    base_urls = base_urls or {}
+    token_urls = token_urls or {}
     registry = ProviderRegistry()
-    for name, default in OPENAI_COMPATIBLE_DEFAULTS.items():
-        registry.register(name, OpenAICompatible(name, http, overrides.get(name, default)))
+    for spec in builtin_specs() if specs is None else specs:
+        base_url = base_urls.get(spec.name, spec.default_base_url)
+        token_url = token_urls.get(spec.name, spec.default_token_url)
+        context = ProviderContext(spec.name, http, base_url, token_url)
+        registry.register(spec, spec.build(context), base_url)
+    unknown = sorted(set(base_urls) - set(registry.names()))
+    if unknown:
+        # A typo here would otherwise send traffic to the default address silently.
+        raise ValueError(f"addresses given for unknown providers: {', '.join(unknown)}")
     return registry

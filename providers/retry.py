@@ -17,7 +17,7 @@ import math
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -27,6 +27,7 @@ from contracts.errors import FleetError
 
 __all__ = [
     "OnRetry",
+    "RetryPolicies",
     "RetryPolicy",
     "call_with_retry",
     "retry_after_from_headers",
@@ -55,6 +56,22 @@ class RetryPolicy:
     def backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
         return random.uniform(0.0, ceiling)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicies:
+    """The fleet's default policy and the providers an operator set apart.
+
+    Providers differ: one answers 429 for seconds, another is a local server
+    where a retry after 8 s is pointless. Names are the ones jobs put in
+    `target.provider`.
+    """
+
+    default: RetryPolicy = field(default_factory=RetryPolicy)
+    by_provider: Mapping[str, RetryPolicy] = field(default_factory=dict)
+
+    def for_provider(self, name: str) -> RetryPolicy:
+        return self.by_provider.get(name, self.default)
 
 
 def retry_after_from_headers(headers: Mapping[str, str]) -> float | None:

@@ -198,7 +198,7 @@ async def run_chaos(
     mock_port = free_port()
     spec = MockSpec(ttft_ms=plan.ttft_ms, tokens_per_sec=plan.tokens_per_sec, tokens=plan.tokens)
     mock = spawn(f"chaos-mock-{mock_port}", mock_args(spec, mock_port), os.environ, logdir)
-    mock_url = f"http://127.0.0.1:{mock_port}/v1"
+    mock_url = f"http://127.0.0.1:{mock_port}/openai/v1"
     # The same text function without the pacing: what each answer must be.
     reference = await start_mock(
         MockConfig(api_keys=frozenset({MOCK_KEY}), max_tokens_default=plan.tokens), "127.0.0.1", 0
@@ -265,7 +265,7 @@ async def _expected(base_url: str, prompts: list[str]) -> dict[str, str]:
 
 async def _open_streams(mock_url: str) -> int:
     """Provider streams still open once every answer is in (give closes a moment)."""
-    root = mock_url.removesuffix("/v1")
+    root = mock_url.removesuffix("/openai/v1")
     async with httpx.AsyncClient(timeout=10) as http:
         give_up = time.monotonic() + 10
         while True:

@@ -1,4 +1,4 @@
-"""`llm-fleet` command line: worker, seal, mock-provider, demo."""
+"""`llm-fleet` command line: worker, seal, mock-provider, providers, demo."""
 
 from __future__ import annotations
 
@@ -74,7 +74,10 @@ def worker(
         raise click.ClickException(str(exc)) from None
     configure_logging(settings.log_format, settings.log_level)
     keyring = load_keyring()  # fail at start-up, not on every job
-    run_async(run_worker(settings, keyring))
+    try:
+        run_async(run_worker(settings, keyring))
+    except ConfigError as exc:  # settings that only make sense against the registry
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command("seal")
@@ -114,6 +117,9 @@ def seal_cmd(provider: str) -> None:
 @click.option(
     "--stamp-tokens", is_flag=True, help="Token text carries its emission time (benchmarks)."
 )
+@click.option("--rpm", type=int, help="Requests per minute per API key; 0 = unlimited.")
+@click.option("--tpm", type=int, help="Tokens per minute per API key; 0 = unlimited.")
+@click.option("--context-window", type=int, help="Tokens a model accepts (prompt + answer).")
 @click.option(
     "--processes", type=int, default=1, show_default=True, help="Server processes sharing the port."
 )
@@ -130,9 +136,16 @@ def mock_provider(
     fault_rate: float | None,
     fault_kind: str | None,
     stamp_tokens: bool,
+    rpm: int | None,
+    tpm: int | None,
+    context_window: int | None,
     processes: int,
 ) -> None:
-    """Serve a faithful mock of the OpenAI-compatible API (for tests, demos and load tests)."""
+    """Serve every provider's API as a mock, each under /<provider> (tests, demos, load tests).
+
+    Faults, the text engine and the rate limits are shared; `llm-fleet providers`
+    lists the providers and their mocks' paths.
+    """
     from dataclasses import replace
 
     from providers.mock.config import PROFILES
@@ -145,12 +158,52 @@ def mock_provider(
         "embed_dims": embed_dims,
         "fault_rate": fault_rate,
         "fault_kind": fault_kind,
+        "requests_per_minute": rpm,
+        "tokens_per_minute": tpm,
+        "context_window": context_window,
     }
     config = replace(PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None})
     if api_keys:
         config = replace(config, api_keys=frozenset(api_keys))
     config = replace(config, accept_any_key=accept_any_key, stamp_tokens=stamp_tokens)
+    try:
+        from providers.mock.faults import FaultSpecError, parse_fault
+
+        parse_fault(config.fault_kind)
+    except FaultSpecError as exc:
+        raise click.BadParameter(str(exc), param_hint="--fault-kind") from None
     run_mock(config, host, port, processes)
+
+
+@main.command("providers")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per provider.")
+def providers_cmd(as_json: bool) -> None:
+    """List every provider a worker can call: capabilities, address, credential fields.
+
+    Addresses include the operator's FLEET_PROVIDER_URLS overrides.
+    """
+    import msgspec
+
+    from providers.core.http import HttpClientPool
+    from providers.registry import default_registry
+
+    try:
+        settings = Settings.from_env()
+        registry = default_registry(HttpClientPool(), settings.provider_urls)
+    except (ConfigError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    infos = registry.describe()
+    if as_json:
+        for info in infos:
+            click.echo(msgspec.json.encode(info).decode())
+        return
+    width = max(len(i.name) for i in infos)
+    for info in infos:
+        caps = ",".join(info.capabilities)
+        url = info.default_base_url or "(set by operator or credential base_url)"
+        click.echo(f"{info.name:<{width}}  {caps:<34}  {url}")
+        fields = ", ".join(info.credential_fields)
+        click.echo(f"{'':<{width}}  auth: {info.auth}; credential fields: {fields}")
 
 
 @main.command()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -17,8 +19,8 @@ from contracts.topology import (
     QUEUE_CHAT,
     QUEUE_EMBED,
 )
-from providers.http import HttpSettings
-from providers.retry import RetryPolicy
+from providers.core.http import HttpSettings
+from providers.retry import RetryPolicies, RetryPolicy
 from workers.logs import LogFormat
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/llm_fleet"
@@ -53,6 +55,98 @@ def parse_pairs(text: str, what: str) -> dict[str, str]:
     return out
 
 
+def url_pairs(env: Mapping[str, str], name: str) -> dict[str, str]:
+    """`provider=url,…` with every URL absolute http(s): a typo is refused at start-up,
+    not answered `bad_request` on every job."""
+    urls = parse_pairs(env.get(name, ""), name)
+    for provider, url in urls.items():
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"{name}: {provider}'s address must be an http(s) URL, got {url!r}")
+    return urls
+
+
+# FLEET_RETRY_<suffix> (every provider) and FLEET_PROVIDER_RETRY_<suffix>=name=value,…
+# (those providers only) → the RetryPolicy field each one sets.
+_RETRY_SETTINGS = {
+    "ATTEMPTS": "max_attempts",
+    "BACKOFF_INITIAL": "backoff_base",
+    "BACKOFF_MAX": "backoff_cap",
+    "MAX_RETRY_AFTER": "max_retry_after",
+}
+_GLOBAL_RETRY, _PROVIDER_RETRY = "FLEET_RETRY_", "FLEET_PROVIDER_RETRY_"
+
+
+def _retry_value(suffix: str, text: str, where: str) -> float | int:
+    if suffix == "ATTEMPTS":
+        try:
+            attempts = int(text)
+        except ValueError:
+            attempts = 0
+        if attempts < 1:
+            raise ConfigError(
+                f"{where} must be an integer of at least 1 (the first try counts); got {text!r}"
+            )
+        return attempts
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(f"{where} must be a number of seconds, 0 or more; got {text!r}")
+    return seconds
+
+
+def _retry_setting(suffix: str, provider: str | None) -> str:
+    """The setting's name as the operator wrote it, for error messages."""
+    if provider is None:
+        return _GLOBAL_RETRY + suffix
+    return f"{_PROVIDER_RETRY}{suffix} (for {provider})"
+
+
+def _retry_policy(
+    base: RetryPolicy, values: Mapping[str, str], provider: str | None = None
+) -> RetryPolicy:
+    """`base` with `values` (setting suffix → text) applied and checked."""
+    fields: dict[str, Any] = {
+        _RETRY_SETTINGS[suffix]: _retry_value(suffix, text, _retry_setting(suffix, provider))
+        for suffix, text in values.items()
+    }
+    policy = replace(base, **fields)
+    if policy.backoff_cap < policy.backoff_base:
+        raise ConfigError(
+            f"{_retry_setting('BACKOFF_MAX', provider)} ({policy.backoff_cap}) is below "
+            f"{_retry_setting('BACKOFF_INITIAL', provider)} ({policy.backoff_base})"
+        )
+    return policy
+
+
+def retry_policies(env: Mapping[str, str]) -> RetryPolicies:
+    """The retry settings: fleet-wide ones, then per provider on top of them."""
+    known = {p + suffix for p in (_GLOBAL_RETRY, _PROVIDER_RETRY) for suffix in _RETRY_SETTINGS}
+    unknown = sorted(
+        n for n in env if n.startswith((_GLOBAL_RETRY, _PROVIDER_RETRY)) and n not in known
+    )
+    if unknown:  # a misspelt setting would otherwise be ignored without a word
+        raise ConfigError(
+            f"unknown retry setting {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    given = {s: env[_GLOBAL_RETRY + s] for s in _RETRY_SETTINGS if _GLOBAL_RETRY + s in env}
+    default = _retry_policy(RetryPolicy(), given)
+    per_provider: dict[str, dict[str, str]] = {}
+    for suffix in _RETRY_SETTINGS:
+        name = _PROVIDER_RETRY + suffix
+        for provider, text in parse_pairs(env.get(name, ""), name).items():
+            per_provider.setdefault(provider, {})[suffix] = text
+    return RetryPolicies(
+        default,
+        {
+            provider: _retry_policy(default, values, provider)
+            for provider, values in per_provider.items()
+        },
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class CoalesceSettings:
     """How frames are batched so the AMQP message rate does not follow the token rate.
@@ -85,19 +179,28 @@ class Settings:
     max_job_bytes: int = DEFAULT_MAX_JOB_BYTES
     health_port: int = 9004
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    # Operator addresses per provider name (FLEET_PROVIDER_URLS, …_TOKEN_URLS): they
+    # replace the provider's default or derived address; a job never names one.
     provider_urls: Mapping[str, str] = field(default_factory=dict)
+    provider_token_urls: Mapping[str, str] = field(default_factory=dict)
     coalesce: CoalesceSettings = field(default_factory=CoalesceSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)  # providers not in provider_retry
+    provider_retry: Mapping[str, RetryPolicy] = field(default_factory=dict)
     reconnect_initial: float = 0.2
     reconnect_cap: float = 30.0
     log_format: LogFormat = "json"
     log_level: str = "INFO"
 
+    @property
+    def retry_policies(self) -> RetryPolicies:
+        return RetryPolicies(self.retry, self.provider_retry)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read FLEET_* / AMQP_URL / DATABASE_URL; keyword overrides (from CLI flags) win."""
         env = os.environ if env is None else env
+        retry = retry_policies(env)
         base = cls(
             amqp_url=env.get("AMQP_URL", DEFAULT_AMQP_URL),
             database_url=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
@@ -111,7 +214,10 @@ class Settings:
             grace_period=_float(env, "FLEET_GRACE_SECONDS", 30.0),
             max_job_bytes=_int(env, "FLEET_MAX_JOB_BYTES", DEFAULT_MAX_JOB_BYTES),
             health_port=_int(env, "FLEET_HEALTH_PORT", 9004),
-            provider_urls=parse_pairs(env.get("FLEET_PROVIDER_URLS", ""), "FLEET_PROVIDER_URLS"),
+            provider_urls=url_pairs(env, "FLEET_PROVIDER_URLS"),
+            provider_token_urls=url_pairs(env, "FLEET_PROVIDER_TOKEN_URLS"),
+            retry=retry.default,
+            provider_retry=retry.by_provider,
             coalesce=CoalesceSettings(
                 interval=_float(env, "FLEET_COALESCE_MS", 2.0) / 1000.0,
                 max_message_bytes=_int(env, "FLEET_REPLY_MAX_BYTES", 1 << 20),

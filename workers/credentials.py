@@ -6,7 +6,7 @@ from typing import Protocol
 
 from contracts.errors import NotFound
 from contracts.jobs import Credential
-from providers.base import Secret
+from providers.core.types import Secret
 from workers.crypto import Keyring, open_sealed
 
 

@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from contracts.errors import Unauthorized
-from providers.base import Secret
+from providers.core.types import Secret
 
 NONCE_BYTES = 12
 SEALED_PREFIX = "fleet1"

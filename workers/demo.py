@@ -11,8 +11,11 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from asyncio import FIRST_COMPLETED
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from tqdm import tqdm
@@ -25,6 +28,27 @@ from workers.crypto import Keyring, seal
 
 MOCK_KEY = "mock-demo-key"
 EMBED_BATCH = 20
+READY_WITHIN = 30.0  # seconds for the whole fleet to come up
+
+
+class DemoFailed(Exception):
+    """The demo cannot go on; the message says why in one line for the operator."""
+
+
+@dataclass(slots=True)
+class Child:
+    """A process the demo started, with a log of its own to quote when it fails."""
+
+    name: str
+    proc: asyncio.subprocess.Process
+    log: Path
+
+    def reason(self) -> str:
+        """The last thing it wrote: a refusing worker's own explanation (its SystemExit
+        message, a settings error, or a traceback's final line)."""
+        lines = [line.strip() for line in self.log.read_text(errors="replace").splitlines()]
+        said = [line for line in lines if line]
+        return said[-1] if said else "(it wrote nothing)"
 
 
 def free_port() -> int:
@@ -34,9 +58,8 @@ def free_port() -> int:
         return port
 
 
-async def wait_http(url: str, within: float = 30.0, *, check: str | None = None) -> None:
+async def wait_http(url: str, *, check: str | None = None) -> None:
     """Poll until `url` answers 200 (or, for a readiness page, until `check` is true)."""
-    give_up = time.monotonic() + within
     async with httpx.AsyncClient() as http:
         while True:
             with contextlib.suppress(httpx.HTTPError, ValueError):
@@ -45,15 +68,40 @@ async def wait_http(url: str, within: float = 30.0, *, check: str | None = None)
                     return
                 if check is not None and r.json().get("checks", {}).get(check):
                     return
-            if time.monotonic() > give_up:
-                raise TimeoutError(f"{url} did not become ready within {within:.0f}s")
             await asyncio.sleep(0.1)
 
 
-async def spawn(args: list[str], env: Mapping[str, str], log: Path) -> asyncio.subprocess.Process:
-    out = log.open("ab")
+async def wait_ready(
+    children: Sequence[Child], probes: Sequence[Awaitable[None]], within: float = READY_WITHIN
+) -> None:
+    """Return once every probe has passed. A child that exits first ends the wait at
+    once with its reason: a worker that refuses to start never becomes ready."""
+    ready: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*probes))
+    exits: dict[asyncio.Future[Any], Child] = {
+        asyncio.ensure_future(child.proc.wait()): child for child in children
+    }
+    waiting = [ready, *exits]
     try:
-        return await asyncio.create_subprocess_exec(
+        done, _ = await asyncio.wait(waiting, timeout=within, return_when=FIRST_COMPLETED)
+        if ready in done:
+            ready.result()
+            return
+        for exited in done:
+            child = exits[exited]
+            raise DemoFailed(
+                f"{child.name} stopped (exit code {child.proc.returncode}): {child.reason()}"
+            )
+        raise DemoFailed(f"the fleet was not ready within {within:.0f}s")
+    finally:
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+
+
+async def spawn(name: str, args: list[str], env: Mapping[str, str], logdir: Path) -> Child:
+    log = logdir / f"{name}.log"
+    with log.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "workers.cli",
@@ -62,86 +110,96 @@ async def spawn(args: list[str], env: Mapping[str, str], log: Path) -> asyncio.s
             stdout=out,
             stderr=out,
         )
-    finally:
-        out.close()
+    return Child(name, proc, log)
 
 
-async def stop(procs: list[asyncio.subprocess.Process], grace: float = 15.0) -> None:
-    for p in procs:
-        if p.returncode is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
+async def stop(children: list[Child], grace: float = 15.0) -> None:
+    for child in children:
+        if child.proc.returncode is None:
+            child.proc.send_signal(signal.SIGTERM)
+    for child in children:
         try:
-            await asyncio.wait_for(p.wait(), grace)
+            await asyncio.wait_for(child.proc.wait(), grace)
         except TimeoutError:
-            p.kill()
-            await p.wait()
+            child.proc.kill()
+            await child.proc.wait()
 
 
-async def run_demo(*, n_workers: int, n_texts: int, prompt: str) -> int:
-    env = dict(os.environ)
-    env.setdefault("INTEGRATION_CRYPTO_KEY", base64.b64encode(os.urandom(32)).decode())
-    amqp_url = env.setdefault("AMQP_URL", DEFAULT_AMQP_URL)
+def demo_env(base: Mapping[str, str]) -> dict[str, str]:
+    """The operator's environment, minus what would tie the demo to their fleet.
+
+    The demo seals its one credential with a key of its own, so its workers need
+    no credential store: pointed at the operator's, a store holding credentials
+    under another key (after `creds add`, say) makes every worker refuse to start.
+    """
+    env = {k: v for k, v in base.items() if k != "INTEGRATION_CRYPTO_KEYS"}
+    env["INTEGRATION_CRYPTO_KEY"] = base64.b64encode(os.urandom(32)).decode()
+    env["DATABASE_URL"] = ""  # sealed credentials only
+    env.setdefault("AMQP_URL", DEFAULT_AMQP_URL)
+    return env
+
+
+async def run_demo(
+    *, n_workers: int, n_texts: int, prompt: str, env: Mapping[str, str] | None = None
+) -> int:
+    env = demo_env(os.environ if env is None else env)
+    amqp_url = env["AMQP_URL"]
     keyring = Keyring.from_env(env)
     mock_port = free_port()
     env["FLEET_PROVIDER_URLS"] = f"mock=http://127.0.0.1:{mock_port}/v1"
     logdir = Path(tempfile.mkdtemp(prefix="llm-fleet-demo-"))
-    log = logdir / "fleet.log"
-    procs: list[asyncio.subprocess.Process] = []
+    children: list[Child] = []
     try:
-        print(f"▶ starting the mock provider on :{mock_port} and {n_workers} workers (logs: {log})")
-        procs.append(
-            await spawn(
-                [
-                    "mock-provider",
-                    "--port",
-                    str(mock_port),
-                    "--api-key",
-                    MOCK_KEY,
-                    "--ttft-ms",
-                    "250",
-                    "--tokens-per-sec",
-                    "40",
-                    "--tokens",
-                    "90",
-                    "--embed-dims",
-                    "256",
-                ],
-                env,
-                log,
-            )
+        print(
+            f"▶ starting the mock provider on :{mock_port} and {n_workers} workers "
+            f"(logs in {logdir})"
         )
-        health = []
+        children.append(await spawn("mock-provider", _mock_args(mock_port), env, logdir))
+        probes = [wait_http(f"http://127.0.0.1:{mock_port}/v1/models")]
         for i in range(n_workers):
             port = free_port()
-            health.append(f"http://127.0.0.1:{port}/readiness/")
-            wenv = {
-                **env,
-                "FLEET_HEALTH_PORT": str(port),
-                "FLEET_WORKER_ID": f"demo-worker-{i + 1}",
-            }
-            procs.append(
-                await spawn(
-                    ["worker", "--queues", "llm.chat,llm.embed,llm.batch", "--concurrency", "16"],
-                    wenv,
-                    log,
-                )
-            )
-        await wait_http(f"http://127.0.0.1:{mock_port}/v1/models")
-        await asyncio.gather(*(wait_http(url, check="broker") for url in health))
+            name = f"demo-worker-{i + 1}"
+            wenv = {**env, "FLEET_HEALTH_PORT": str(port), "FLEET_WORKER_ID": name}
+            args = ["worker", "--queues", "llm.chat,llm.embed,llm.batch", "--concurrency", "16"]
+            children.append(await spawn(name, args, wenv, logdir))
+            probes.append(wait_http(f"http://127.0.0.1:{port}/readiness/", check="broker"))
+        await wait_ready(children, probes)
         target = Target(
             provider="mock",
             model="mock-chat-1",
             credential=Credential(sealed=seal(keyring, "mock", {"api_key": MOCK_KEY})),
         )
         async with FleetClient(amqp_url, name="llm-fleet demo") as client:
+            served = ", ".join(p.name for p in await client.providers())
+            print(f"▶ the fleet serves: {served}")
             await chat_demo(client, target, prompt)
         embed_target = Target(provider="mock", model="mock-embed-1", credential=target.credential)
         await backfill_demo(amqp_url, embed_target, n_texts)
-        print(f"\n✔ demo finished; stopping the fleet (logs kept in {log})")
+        print(f"\n✔ demo finished; stopping the fleet (logs kept in {logdir})")
         return 0
+    except DemoFailed as exc:
+        print(f"\n✘ demo stopped: {exc}\n  (logs in {logdir})", file=sys.stderr)
+        return 1
     finally:
-        await stop(procs)
+        await stop(children)
+
+
+def _mock_args(port: int) -> list[str]:
+    return [
+        "mock-provider",
+        "--port",
+        str(port),
+        "--api-key",
+        MOCK_KEY,
+        "--ttft-ms",
+        "250",
+        "--tokens-per-sec",
+        "40",
+        "--tokens",
+        "90",
+        "--embed-dims",
+        "256",
+    ]
 
 
 async def chat_demo(client: FleetClient, target: Target, prompt: str) -> None:
@@ -154,8 +212,19 @@ async def chat_demo(client: FleetClient, target: Target, prompt: str) -> None:
         elif isinstance(event, Final):
             m, u = event.metrics, event.usage
             ttft = f"{m.ttft_ms:.0f} ms" if m.ttft_ms is not None else "n/a"
+            billed_apart = [
+                f"{count} {what}"
+                for what, count in (
+                    ("cached", u.cached_input_tokens),
+                    ("reasoning", u.reasoning_tokens),
+                )
+                if count is not None  # reported by the provider
+            ]
+            usage = f"{u.input_tokens} in / {u.output_tokens} out tokens" + (
+                f" ({', '.join(billed_apart)})" if billed_apart else ""
+            )
             print(
-                f"\n\n  usage: {u.input_tokens} in / {u.output_tokens} out tokens"
+                f"\n\n  usage: {usage}"
                 f"\n  metrics: time to first token {ttft}, total {m.total_ms:.0f} ms, "
                 f"queue {m.queue_ms or 0:.1f} ms, attempt {event.attempt}, retries {m.retries}, "
                 f"frames {m.frames}, answered by {event.target.provider}/{event.target.model}"

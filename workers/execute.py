@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import structlog
 
 from contracts.brokers import BROKER_ERRORS
+from contracts.catalog import ProviderInfo
 from contracts.errors import (
     BadRequest,
     Cancelled,
@@ -18,12 +19,12 @@ from contracts.errors import (
     Expired,
     FleetError,
 )
-from contracts.frames import Answered, Embeddings, Metrics, VerifyInfo
+from contracts.frames import Answered, Embeddings, Metrics, ToolCallDelta, VerifyInfo
 from contracts.jobs import ChatJob, EmbedJob, Job, Message, RerankJob, Target, ToolCall, VerifyJob
-from providers.base import (
+from providers.core.spec import Capability
+from providers.core.types import (
     ChatRequest,
     EmbedRequest,
-    Provider,
     RerankRequest,
     Secret,
     StreamEnd,
@@ -31,8 +32,9 @@ from providers.base import (
     ToolDelta,
 )
 from providers.options import ModelOptions
-from providers.registry import ProviderRegistry
-from providers.retry import RetryPolicy, call_with_retry, stream_with_retry
+from providers.registry import Provider, ProviderRegistry
+from providers.retry import RetryPolicies, RetryPolicy, call_with_retry, stream_with_retry
+from workers.config import ConfigError
 from workers.credentials import CredentialResolver
 from workers.logs import LIVE_SECRETS
 from workers.reply import ReplyQueueGone, ReplyStream
@@ -150,9 +152,23 @@ async def _chat(job: ChatJob, call: _Call) -> dict[str, Any]:
         tools=job.tools,
         options=ModelOptions.from_mapping(job.options),
     )
-    if job.stream:
+    if job.tools:
+        call.provider.require(Capability.TOOLS)
+    if job.stream and call.provider.supports(Capability.STREAM):
         return await _stream_chat(req, call)
-    res = await call.run(lambda: call.provider.chat(req, call.secret))
+    adapter = call.provider.chat()
+    res = await call.run(lambda: adapter.chat(req, call.secret))
+    if job.stream:
+        # The API cannot stream: the whole answer goes out as one delta, so a
+        # streaming producer reads it the way it reads every other answer.
+        if res.message.content:
+            call.stream.text(res.message.text())
+        for index, tool_call in enumerate(res.message.tool_calls or ()):
+            call.stream.tool(
+                ToolCallDelta(
+                    index=index, id=tool_call.id, name=tool_call.name, arguments=tool_call.arguments
+                )
+            )
     return {"message": res.message, "finish_reason": res.finish_reason, "usage": res.usage}
 
 
@@ -162,9 +178,10 @@ async def _stream_chat(req: ChatRequest, call: _Call) -> dict[str, Any]:
     tools = _ToolAssembler()
     end: StreamEnd | None = None
     t0 = time.monotonic()
+    adapter = call.provider.streamer()
     events = stream_with_retry(
         call.policy,
-        lambda: call.provider.stream_chat(req, call.secret),
+        lambda: adapter.stream_chat(req, call.secret),
         deadline=state.deadline,
         on_retry=state.on_retry,
     )
@@ -205,7 +222,8 @@ async def _embed(job: EmbedJob, call: _Call) -> dict[str, Any]:
         input_type=job.input_type,
         dimensions=job.dimensions,
     )
-    res = await call.run(lambda: call.provider.embed(req, call.secret))
+    adapter = call.provider.embedder()
+    res = await call.run(lambda: adapter.embed(req, call.secret))
     embeddings = Embeddings(dims=res.dims, count=res.count, data=res.data)
     return {"embeddings": embeddings, "usage": res.usage}
 
@@ -214,12 +232,14 @@ async def _rerank(job: RerankJob, call: _Call) -> dict[str, Any]:
     req = RerankRequest(
         model=call.target.model, query=job.query, documents=job.documents, top_n=job.top_n
     )
-    res = await call.run(lambda: call.provider.rerank(req, call.secret))
+    adapter = call.provider.reranker()
+    res = await call.run(lambda: adapter.rerank(req, call.secret))
     return {"rerank": res.items, "usage": res.usage}
 
 
 async def _verify(job: VerifyJob, call: _Call) -> dict[str, Any]:
-    res = await call.run(lambda: call.provider.verify(call.secret))
+    adapter = call.provider.verifier()
+    res = await call.run(lambda: adapter.verify(call.secret))
     return {"verify": VerifyInfo(ok=res.ok, detail=res.detail)}
 
 
@@ -238,17 +258,27 @@ class Executor:
         self,
         registry: ProviderRegistry,
         credentials: CredentialResolver,
-        retry: RetryPolicy,
+        retry: RetryPolicy | RetryPolicies,
         *,
         store_wait: float = 30.0,
     ) -> None:
         self._registry = registry
         self._credentials = credentials
-        self._retry = retry
+        self._retry = retry if isinstance(retry, RetryPolicies) else RetryPolicies(retry)
+        unknown = sorted(set(self._retry.by_provider) - set(registry.names()))
+        if unknown:  # a misspelt name would leave that provider on the default policy
+            raise ConfigError(
+                f"FLEET_PROVIDER_RETRY_* name unknown providers: {', '.join(unknown)} "
+                f"(known: {', '.join(registry.names())})"
+            )
         self._store_wait = store_wait
         # While the credential store is unreachable, keep trying (within the job's
         # deadline) rather than failing every job the moment PostgreSQL blinks.
         self._store_retry = RetryPolicy(max_attempts=1000, backoff_base=0.2, backoff_cap=2.0)
+
+    def catalog(self) -> list[ProviderInfo]:
+        """The providers this worker can call, as producers see them."""
+        return self._registry.describe()
 
     async def _open_secret(self, target: Target, state: RunState) -> Secret:
         give_up = time.monotonic() + self._store_wait
@@ -281,8 +311,9 @@ class Executor:
             provider, secret = await self._prepare(target, state)
             with LIVE_SECRETS.holding(secret.values()):
                 try:
+                    policy = self._retry.for_provider(target.provider)
                     fields = await handler(
-                        job, _Call(target, provider, secret, stream, state, self._retry)
+                        job, _Call(target, provider, secret, stream, state, policy)
                     )
                 except ContractError as exc:  # e.g. an option value that cannot be mapped
                     raise InputRejected(exc) from None

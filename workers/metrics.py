@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from contracts.frames import Usage
+
 
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -48,3 +50,24 @@ class WorkerMetrics:
         self.broker_connected = Gauge(
             "llm_fleet_broker_connected", "1 while connected to RabbitMQ.", registry=r
         )
+        self.tokens = Counter(
+            "llm_fleet_tokens_total",
+            "Tokens of answered jobs by the target that answered, by kind: input, output, and "
+            "the differently billed parts cached_input and cache_write (of input) and "
+            "reasoning (of output), counted only when the provider reports them.",
+            ["provider", "model", "kind"],
+            registry=r,
+        )
+
+    def count_tokens(self, provider: str, model: str, usage: Usage) -> None:
+        for kind, count in (
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cached_input", usage.cached_input_tokens),
+            ("cache_write", usage.cache_write_tokens),
+            ("reasoning", usage.reasoning_tokens),
+        ):
+            # None: not reported, which is not the same as none spent. A negative
+            # count (an adapter bug) must not fail a job that was already answered.
+            if count is not None and count >= 0:
+                self.tokens.labels(provider, model, kind).inc(count)

@@ -30,6 +30,7 @@ from pamqp.commands import Basic
 from prometheus_client import Counter
 
 from contracts.codec import encode
+from contracts.errors import FleetError
 from contracts.frames import Delta, Error, Final, Start, ToolCallDelta
 from workers.config import CoalesceSettings
 
@@ -337,6 +338,18 @@ class ReplyStream:
         if isinstance(self._failure, ReplyQueueGone):
             raise self._failure
         await self._push_confirmed(Error, fields)
+
+    async def fail_with(self, exc: FleetError, *, retryable: bool | None = None) -> None:
+        """The error frame for `exc`, carrying everything it knows; `retryable`
+        overrides its own verdict (a job refused for good is never worth resending)."""
+        await self.fail(
+            code=exc.code.value,
+            message=exc.message,
+            retryable=exc.retryable if retryable is None else retryable,
+            provider_status=exc.provider_status,
+            retry_after=exc.retry_after,
+            provider_request_id=exc.provider_request_id,
+        )
 
     def close(self) -> None:
         if self._box is not None:

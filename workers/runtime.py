@@ -34,7 +34,8 @@ from contracts import amqp_guard
 from contracts import topology as t
 from contracts.amqp import declare_release_stream, declare_topology
 from contracts.brokers import BROKER_ERRORS, Backoff, BrokerRing, delivery_tag, watch_channel
-from contracts.codec import decode_job, peek_job
+from contracts.catalog import CatalogRequest
+from contracts.codec import decode_job, encode, peek_job
 from contracts.errors import (
     Cancelled,
     ContractError,
@@ -43,6 +44,7 @@ from contracts.errors import (
     InternalError,
     ProviderTimeout,
 )
+from contracts.frames import Answered, Catalog, Usage
 from contracts.jobs import Job, job_kind
 from workers.config import Settings
 from workers.execute import Executor, InputRejected, RunState
@@ -290,6 +292,10 @@ class Worker:
         watch_channel(notify, session.lost)
         await notify.basic_qos(prefetch_count=16)
         await notify.basic_consume(t.DEAD_NOTIFY_QUEUE, self._on_dead_notice)
+        catalog = await (await session.consume.channel()).get_underlay_channel()
+        watch_channel(catalog, session.lost)
+        await catalog.basic_qos(prefetch_count=8)
+        await catalog.basic_consume(t.CATALOG_QUEUE, self._on_catalog_request)
         try:
             await self._read_releases(session)
         except BROKER_ERRORS as exc:
@@ -455,6 +461,27 @@ class Worker:
             log.error("job_dead_lettered_by_broker", request_id=rid, error=error.message)
         await delivery.ack()
 
+    async def _on_catalog_request(self, message: DeliveredMessage) -> None:
+        """Tell a producer which providers this worker can call (`FleetClient.providers()`).
+
+        Whatever the request looks like it is acked, never dead-lettered: at worst
+        its producer waits out its own timeout.
+        """
+        delivery = Delivery.of(message, {})
+        try:
+            request = msgspec.msgpack.decode(delivery.body, type=CatalogRequest)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            request = None
+        rid = request.request_id if request is not None else delivery.correlation_id
+        reply_to, publisher = delivery.reply_to, self._publisher
+        if not rid or not reply_to or publisher is None:
+            log.warning("catalog_request_unanswerable", request_id=rid, reply_to=reply_to)
+        else:
+            frame = Catalog(request_id=rid, attempt=1, seq=0, providers=self._executor.catalog())
+            with contextlib.suppress(ReplyQueueGone):  # its producer left
+                await publisher.publish(reply_to, encode([frame]), 1)
+        await delivery.ack()
+
     def _broker_dead_letter_error(self, headers: dict[str, Any]) -> FleetError:
         reason, queue = "rejected", "its queue"
         deaths = headers.get("x-death")
@@ -581,7 +608,7 @@ class Worker:
             fields["metrics"] = state.metrics(stream.frames + 1, queue_ms)
             await stream.finish(**fields)
             await self._settle(delivery, kind, "ok")
-            self._observe(job, state, queue_ms)
+            self._observe(job, state, queue_ms, fields)
         except InputRejected as exc:
             await self._refuse(
                 delivery, rid, attempt, exc.error, kind, job.submission, stream=stream
@@ -620,14 +647,11 @@ class Worker:
             code=exc.code.value,
             error=exc.message,
             provider_status=exc.provider_status,
+            provider_request_id=exc.provider_request_id,
+            retry_after=exc.retry_after,
         )
         try:
-            await stream.fail(
-                code=exc.code.value,
-                message=exc.message,
-                retryable=exc.retryable,
-                provider_status=exc.provider_status,
-            )
+            await stream.fail_with(exc)
         except ReplyQueueGone:
             log.warning("reply_queue_gone", reply_to=delivery.reply_to)
         await self._settle(delivery, kind, exc.code.value)
@@ -648,7 +672,7 @@ class Worker:
         log.warning("job_refused", request_id=rid, code=exc.code.value, error=exc.message)
         if stream is not None:
             with contextlib.suppress(ReplyQueueGone):
-                await stream.fail(code=exc.code.value, message=exc.message, retryable=False)
+                await stream.fail_with(exc, retryable=False)
         elif delivery.reply_to:
             await self._answer_once(delivery.reply_to, rid, attempt, exc, submission)
         await self._dead_letter(delivery, exc, crashes)
@@ -670,7 +694,7 @@ class Worker:
         )
         try:
             with contextlib.suppress(ReplyQueueGone):
-                await stream.fail(code=exc.code.value, message=exc.message, retryable=exc.retryable)
+                await stream.fail_with(exc)
         finally:
             stream.close()
 
@@ -731,7 +755,13 @@ class Worker:
             return max(0.0, (time.time_ns() // 1000 - published) / 1000.0)
         return None
 
-    def _observe(self, job: Job, state: RunState, queue_ms: float | None) -> None:
+    def _observe(
+        self, job: Job, state: RunState, queue_ms: float | None, fields: dict[str, Any]
+    ) -> None:
+        answered, usage = fields.get("target"), fields.get("usage")
+        if isinstance(answered, Answered) and isinstance(usage, Usage):
+            # The target that answered (a fallback, maybe) is the one that bills.
+            self._metrics.count_tokens(answered.provider, answered.model, usage)
         if state.first_token is not None:
             self._metrics.ttft_seconds.labels(job.target.provider).observe(
                 state.first_token - state.started

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import structlog
 
 from contracts.errors import ProviderUnavailable
-from providers.http import HttpClientPool
+from providers.core.http import HttpClientPool
 from providers.registry import default_registry
 from workers.config import Settings
 from workers.credentials import CredentialResolver, StoredCredentials
@@ -57,7 +57,9 @@ async def run_worker(
     # which should neither land on the first job's latency nor run deep in a job's stack.
     http.client  # noqa: B018
     registry = default_registry(http, settings.provider_urls)
-    executor = Executor(registry, CredentialResolver(keyring, vault or owned), settings.retry)
+    executor = Executor(
+        registry, CredentialResolver(keyring, vault or owned), settings.retry_policies
+    )
     metrics = WorkerMetrics()
     worker = Worker(
         settings, executor, metrics, forget_credential=owned.forget if owned is not None else None

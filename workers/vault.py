@@ -30,7 +30,7 @@ import structlog
 from cryptography.exceptions import InvalidTag
 
 from contracts.errors import BadRequest, NotFound, ProviderUnavailable, Unauthorized
-from providers.base import Secret
+from providers.core.types import Secret
 from workers.crypto import NONCE_BYTES, Keyring
 
 log = structlog.get_logger("llm_fleet.vault")

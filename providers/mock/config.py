@@ -7,12 +7,16 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
+# Models every dialect knows; any other name is the provider's "model not found".
 DEFAULT_MODELS: Final[tuple[str, ...]] = (
     "mock-model",
     "gpt-4o-mini",
     "gpt-4o",
+    "o3-mini",
     "text-embedding-3-small",
     "text-embedding-3-large",
+    "claude-sonnet-4-5",
+    "claude-3-5-haiku-latest",
 )
 
 
@@ -42,6 +46,12 @@ class MockConfig:
     seed: int = 0
     stamp_tokens: bool = False
     models: tuple[str, ...] = DEFAULT_MODELS
+    # Per API key budgets answered with each provider's own 429 (0 = unlimited).
+    requests_per_minute: int = 0
+    tokens_per_minute: int = 0
+    # Prompt plus answer tokens a model accepts; more is the provider's
+    # context-length error.
+    context_window: int = 128_000
 
     def __post_init__(self) -> None:
         if self.ttft_ms < 0 or self.tokens_per_sec < 0:
@@ -50,6 +60,10 @@ class MockConfig:
             raise ValueError("max_tokens_default and embed_dims must be >= 1")
         if not 0.0 <= self.fault_rate <= 1.0:
             raise ValueError("fault_rate must be within [0, 1]")
+        if self.requests_per_minute < 0 or self.tokens_per_minute < 0:
+            raise ValueError("requests_per_minute and tokens_per_minute must be >= 0")
+        if self.context_window < 1:
+            raise ValueError("context_window must be >= 1")
 
 
 PROFILES: Final[Mapping[str, MockConfig]] = MappingProxyType(

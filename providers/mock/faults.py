@@ -1,11 +1,15 @@
-"""Fault injection for the mock provider: spec grammar, OpenAI error shapes, admin API.
+"""Fault injection for the mock providers: spec grammar, fault book, admin API.
+
+Faults are named by what goes wrong, not by how one provider says it: each
+provider's mock renders an `ErrorFault` in its own error shape (status, body,
+headers such as `retry-after`), so one fault book serves every dialect.
 
 A request gets at most one fault, taken from the first source that has one:
 
 1. the request header ``x-mock-fault: <spec>``;
 2. the admin queue: ``POST /_mock/faults`` with ``{"spec": "<spec>", "times": N,
-   "model": "<model>" | null}`` applies the fault to the next N requests whose body
-   ``model`` equals ``model`` (any request when null, so tests using distinct model
+   "model": "<model>" | null}`` applies the fault to the next N requests whose
+   model equals ``model`` (any request when null, so tests using distinct model
    names never steal each other's faults); ``DELETE /_mock/faults`` clears the
    queue and ``GET /_mock/stats`` returns counters as JSON, plus what is open right
    now: ``open_streams`` (streamed answers still being written) and
@@ -16,25 +20,29 @@ A request gets at most one fault, taken from the first source that has one:
 
 Spec grammar::
 
-    spec        := error | "quota" | stall | stall-after | drop-after
+    spec        := error | stall | stall-after | drop-after | stream-error | layout
     error       := "400" | "401" | "403" | "404" | "500" | "502" | "503" | "504"
+                 | "quota" | "overloaded" | "context"
                  | "429" [":" option ("," option)*]
     option      := "retry-after=" SECONDS | "retry-after-ms=" MILLISECONDS
     stall       := "stall:" SECONDS          headers sent, then silence before the
                                              first chunk, then a normal answer
     stall-after := "stall-after:" N ":" SECONDS   silence after N content tokens
     drop-after  := "drop-after:" N           TCP connection aborted after N content
-                                             tokens: no finish chunk, no [DONE]
+                                             tokens: no finish event, no end marker
+    stream-error:= "stream-error-after:" N [":" error]   an error event inside a 200
+                                             stream after N tokens (default: overloaded)
+    layout      := "interleave"              parallel tool calls streamed interleaved
+                                             (dialects without the choice ignore it)
 
-``quota`` is a 429 with ``code: "insufficient_quota"`` (not retryable). Error
-faults answer with OpenAI's body ``{"error":{"message","type","param","code"}}``.
-On non-streaming endpoints a stall delays the whole response and ``drop-after``
-aborts the connection before any response bytes.
+``quota`` is a billing error (never retryable), ``overloaded`` a transient
+server overload (Anthropic's 529, OpenAI's 503), ``context`` a request past the
+model's context window. On non-streaming endpoints a stall delays the whole
+response and ``drop-after`` aborts the connection before any response bytes.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections import Counter
@@ -53,12 +61,20 @@ class FaultSpecError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ErrorFault:
-    """Answer with an HTTP error instead of the real response."""
+    """Answer with an error instead of the real response.
 
+    `kind` is one of `ERROR_KINDS`; `status` is the usual HTTP status for it,
+    which a dialect may replace with its own (Anthropic answers overload with 529).
+    """
+
+    kind: str
     status: int
-    quota: bool = False
     retry_after: str | None = None
     retry_after_ms: str | None = None
+
+    @property
+    def quota(self) -> bool:
+        return self.kind == "quota"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +92,53 @@ class DropFault:
     after: int
 
 
-Fault = ErrorFault | StallFault | DropFault
+@dataclass(frozen=True, slots=True)
+class StreamErrorFault:
+    """Send `error` as an in-stream error event after `after` content tokens."""
+
+    after: int
+    error: ErrorFault
 
 
-class OpenAIError(Exception):
-    """An error that leaves the mock in OpenAI's exact error body shape."""
+@dataclass(frozen=True, slots=True)
+class LayoutFault:
+    """A legal but unusual stream layout (`interleave`: parallel tool calls mixed)."""
+
+    name: str
+
+
+Fault = ErrorFault | StallFault | DropFault | StreamErrorFault | LayoutFault
+
+# Error kinds and the HTTP status each usually has.
+ERROR_KINDS: Final[Mapping[str, int]] = {
+    "bad_request": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "rate_limited": 429,
+    "quota": 429,
+    "context": 400,
+    "overloaded": 503,
+    "server": 500,
+}
+_BY_STATUS: Final[Mapping[str, str]] = {
+    "400": "bad_request",
+    "401": "unauthorized",
+    "403": "forbidden",
+    "404": "not_found",
+    "500": "server",
+    "502": "server",
+    "503": "server",
+    "504": "server",
+}
+
+
+class MockError(Exception):
+    """An error a mock answers with; its provider's middleware renders the body.
+
+    `type` and `code` use the provider's own vocabulary (the dialect chooses them);
+    `kind` is the neutral name from `ERROR_KINDS`, for dialects that map it.
+    """
 
     def __init__(
         self,
@@ -90,6 +148,7 @@ class OpenAIError(Exception):
         code: str | None = None,
         param: str | None = None,
         headers: Mapping[str, str] | None = None,
+        kind: str = "bad_request",
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -98,17 +157,11 @@ class OpenAIError(Exception):
         self.code = code
         self.param = param
         self.headers = dict(headers or {})
-
-    def response(self) -> web.Response:
-        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
-        body = json.dumps({"error": error}, separators=(",", ":")).encode()
-        return web.Response(
-            status=self.status, body=body, content_type="application/json", headers=self.headers
-        )
+        self.kind = kind
 
 
-def bad_request(message: str, param: str | None = None, code: str | None = None) -> OpenAIError:
-    return OpenAIError(400, message, "invalid_request_error", code, param)
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> MockError:
+    return MockError(400, message, "invalid_request_error", code, param)
 
 
 def mask_key(key: str) -> str:
@@ -117,64 +170,13 @@ def mask_key(key: str) -> str:
     return "****" + key[-4:] if len(key) >= 12 else "****"
 
 
-def invalid_key_error(presented: str | None) -> OpenAIError:
-    if not presented:
-        message = (
-            "You didn't provide an API key. You need to provide your API key in an "
-            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
-        )
-    else:
-        message = f"Incorrect API key provided: {mask_key(presented)}."
-    return OpenAIError(401, message, "invalid_request_error", "invalid_api_key")
-
-
-_CLIENT_ERRORS: Final = frozenset({400, 401, 403, 404})
-
-_SERVER_ERRORS: Final[Mapping[int, str]] = {
-    500: "The server had an error while processing your request. Sorry about that!",
-    502: "Bad gateway.",
-    503: "The engine is currently overloaded, please try again later.",
-    504: "Gateway timeout.",
-}
-
-
-def fault_error(fault: ErrorFault, model: str | None) -> OpenAIError:
-    status = fault.status
-    if fault.quota:
-        return OpenAIError(
-            429,
-            "You exceeded your current quota, please check your plan and billing details.",
-            "insufficient_quota",
-            "insufficient_quota",
-        )
-    if status == 429:
-        headers = {}
-        if fault.retry_after is not None:
-            headers["retry-after"] = fault.retry_after
-        if fault.retry_after_ms is not None:
-            headers["retry-after-ms"] = fault.retry_after_ms
-        message = f"Rate limit reached for {model or 'requests'} (mock). Please try again later."
-        return OpenAIError(429, message, "requests", "rate_limit_exceeded", headers=headers)
-    if status == 401:
-        return OpenAIError(
-            401,
-            "Incorrect API key provided (mock fault).",
-            "invalid_request_error",
-            "invalid_api_key",
-        )
-    if status == 403:
-        return OpenAIError(
-            403,
-            "Country, region, or territory not supported.",
-            "request_forbidden",
-            "unsupported_country_region_territory",
-        )
-    if status == 404:
-        message = f"The model `{model}` does not exist or you do not have access to it."
-        return OpenAIError(404, message, "invalid_request_error", "model_not_found")
-    if status == 400:
-        return bad_request("Invalid request (mock fault).")
-    return OpenAIError(status, _SERVER_ERRORS[status], "server_error")
+def retry_headers(fault: ErrorFault) -> dict[str, str]:
+    headers = {}
+    if fault.retry_after is not None:
+        headers["retry-after"] = fault.retry_after
+    if fault.retry_after_ms is not None:
+        headers["retry-after-ms"] = fault.retry_after_ms
+    return headers
 
 
 def _seconds(text: str, spec: str) -> float:
@@ -205,18 +207,28 @@ def _rate_limit(options: str, spec: str) -> ErrorFault:
             retry_after_ms = value
         else:
             raise FaultSpecError(f"unknown 429 option {name!r} in fault spec {spec!r}")
-    return ErrorFault(429, retry_after=retry_after, retry_after_ms=retry_after_ms)
+    return ErrorFault("rate_limited", 429, retry_after=retry_after, retry_after_ms=retry_after_ms)
+
+
+def _error(spec: str) -> ErrorFault | None:
+    head, _, rest = spec.strip().partition(":")
+    if head == "429":
+        return _rate_limit(rest, spec)
+    if rest:
+        return None
+    if head in _BY_STATUS:
+        return ErrorFault(_BY_STATUS[head], int(head))
+    if head in ("quota", "overloaded", "context"):
+        return ErrorFault(head, ERROR_KINDS[head])
+    return None
 
 
 def parse_fault(spec: str) -> Fault:
     """Parse one spec of the grammar above; raises `FaultSpecError` otherwise."""
+    error = _error(spec)
+    if error is not None:
+        return error
     head, _, rest = spec.strip().partition(":")
-    if head == "429":
-        return _rate_limit(rest, spec)
-    if head == "quota" and not rest:
-        return ErrorFault(429, quota=True)
-    if head.isdigit() and not rest and (int(head) in _SERVER_ERRORS or int(head) in _CLIENT_ERRORS):
-        return ErrorFault(int(head))
     if head == "stall":
         return StallFault(_seconds(rest, spec))
     if head == "stall-after":
@@ -224,14 +236,26 @@ def parse_fault(spec: str) -> Fault:
         return StallFault(_seconds(seconds, spec), after=_count(count, spec))
     if head == "drop-after":
         return DropFault(_count(rest, spec))
+    if head == "stream-error-after":
+        count, _, inner = rest.partition(":")
+        error = _error(inner) if inner else ErrorFault("overloaded", 503)
+        if error is None:
+            raise FaultSpecError(f"unknown error {inner!r} in fault spec {spec!r}")
+        return StreamErrorFault(_count(count, spec), error)
+    if head == "interleave" and not rest:
+        return LayoutFault(head)
     raise FaultSpecError(f"unknown fault spec {spec!r}")
 
 
 def fault_label(fault: Fault) -> str:
     if isinstance(fault, ErrorFault):
-        return "quota" if fault.quota else str(fault.status)
+        return fault.kind if fault.kind in ("quota", "overloaded", "context") else str(fault.status)
     if isinstance(fault, DropFault):
         return "drop-after"
+    if isinstance(fault, StreamErrorFault):
+        return "stream-error"
+    if isinstance(fault, LayoutFault):
+        return fault.name
     return "stall-after" if fault.after else "stall"
 
 
@@ -328,18 +352,18 @@ def add_admin_routes(app: web.Application, book: FaultBook, stats: Stats) -> Non
         try:
             body = await request.json()
         except ValueError:
-            raise bad_request("Body must be JSON.") from None
+            return _admin_error("Body must be JSON.")
         if not isinstance(body, dict) or not isinstance(body.get("spec"), str):
-            raise bad_request("'spec' (a fault spec string) is required.", "spec")
+            return _admin_error("'spec' (a fault spec string) is required.")
         times, model = body.get("times", 1), body.get("model")
         if not isinstance(times, int) or isinstance(times, bool) or times < 1:
-            raise bad_request("'times' must be an integer >= 1.", "times")
+            return _admin_error("'times' must be an integer >= 1.")
         if model is not None and not isinstance(model, str):
-            raise bad_request("'model' must be a string or null.", "model")
+            return _admin_error("'model' must be a string or null.")
         try:
             fault = parse_fault(body["spec"])
         except FaultSpecError as exc:
-            raise bad_request(str(exc), "spec") from None
+            return _admin_error(str(exc))
         book.queue(fault, times, model)
         return web.json_response({"queued": book.pending}, status=201)
 
@@ -353,3 +377,7 @@ def add_admin_routes(app: web.Application, book: FaultBook, stats: Stats) -> Non
     app.router.add_post("/_mock/faults", queue_fault)
     app.router.add_delete("/_mock/faults", clear_faults)
     app.router.add_get("/_mock/stats", get_stats)
+
+
+def _admin_error(message: str) -> web.Response:
+    return web.json_response({"error": {"message": message}}, status=400)

@@ -1,25 +1,24 @@
-"""Start the mock provider: in-process for tests, or as a blocking multi-process server.
+"""Start the mock server: in-process for tests, or as a blocking multi-process server.
 
-Command line: ``python -m providers.mock.server --profile realistic --port 8000 --processes 4``
+One process serves every provider's mock, each under its own path prefix (see
+`providers.mock.app`). Command line: ``llm-fleet mock-provider``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import dataclasses
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import web
 
-from providers.mock.config import PROFILES, MockConfig
-from providers.mock.openai_server import build_openai_app, mock_stats
+from providers.mock.app import build_app, mock_providers, mock_stats
+from providers.mock.config import MockConfig
 
 _STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 
@@ -33,9 +32,29 @@ class RunningMock:
     port: int
 
     @property
-    def base_url(self) -> str:
+    def root(self) -> str:
+        """The server's root; the admin API is under `{root}/_mock`."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/v1"
+        return f"http://{host}:{self.port}"
+
+    def url(self, prefix: str) -> str:
+        """The base URL of one provider's mock, as the fleet's adapter takes it."""
+        for provider in mock_providers():
+            if provider.prefix == prefix:
+                return f"{self.root}/{prefix}{provider.api_path}"
+        raise KeyError(prefix)
+
+    def sdk_url(self, prefix: str) -> str:
+        """The base URL of one provider's mock, as that provider's official SDK takes it."""
+        for provider in mock_providers():
+            if provider.prefix == prefix:
+                return f"{self.root}/{prefix}{provider.sdk_path}"
+        raise KeyError(prefix)
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI dialect's base URL (what the `mock` provider calls)."""
+        return self.url("openai")
 
     async def close(self) -> None:
         await self.runner.cleanup()
@@ -56,7 +75,7 @@ async def start_mock(
     """
     # handler_cancellation: a client that gives up mid-stall frees its handler at once,
     # instead of holding it (and its timers) until the stall ends.
-    app = build_openai_app(config)
+    app = build_app(config)
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -96,7 +115,8 @@ async def _serve_until_signalled(
     # A forked worker inherits the blocked mask its supervisor used around fork().
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     mock = await start_mock(config, host, port, reuse_port=reuse_port)
-    print(f"mock OpenAI provider on {mock.base_url} (pid {os.getpid()})", file=sys.stderr)
+    urls = ", ".join(mock.url(p.prefix) for p in mock_providers())
+    print(f"mock providers on {urls} (pid {os.getpid()})", file=sys.stderr)
     try:
         await stop.wait()
     finally:
@@ -155,39 +175,3 @@ def run_mock(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _parse_args(argv: Sequence[str] | None) -> tuple[MockConfig, argparse.Namespace]:
-    parser = argparse.ArgumentParser(description="Mock OpenAI-compatible provider.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--processes", type=int, default=1)
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="instant")
-    parser.add_argument("--api-key", action="append", dest="api_keys", metavar="KEY")
-    parser.add_argument("--accept-any-key", action="store_true", default=None)
-    parser.add_argument("--ttft-ms", type=float)
-    parser.add_argument("--tokens-per-sec", type=float)
-    parser.add_argument("--max-tokens-default", type=int)
-    parser.add_argument("--embed-dims", type=int)
-    parser.add_argument("--fault-rate", type=float)
-    parser.add_argument("--fault-kind")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--stamp-tokens", action="store_true", default=None)
-    args = parser.parse_args(argv)
-    overrides = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(MockConfig)
-        if getattr(args, f.name, None) is not None
-    }
-    if "api_keys" in overrides:
-        overrides["api_keys"] = frozenset(overrides["api_keys"])
-    return dataclasses.replace(PROFILES[args.profile], **overrides), args
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    config, args = _parse_args(argv)
-    run_mock(config, args.host, args.port, args.processes)
-
-
-if __name__ == "__main__":
-    main()

@@ -90,7 +90,7 @@ async def collect(
 async def mock_admin(
     mock: RunningMock, method: str, path: str, body: dict[str, Any] | None = None
 ) -> Any:
-    root = mock.base_url.removesuffix("/v1")
+    root = mock.root
     async with httpx.AsyncClient() as http:
         r = await http.request(method, f"{root}{path}", json=body)
     r.raise_for_status()
@@ -363,7 +363,7 @@ class TestBadInput:
         from contracts import Expired
 
         def provider_calls(stats: dict[str, Any]) -> dict[str, int]:
-            return {k: v for k, v in stats["requests"].items() if k.startswith("/v1")}
+            return {k: v for k, v in stats["requests"].items() if k.startswith("/openai/v1")}
 
         before = provider_calls(await mock_admin(mock, "GET", "/_mock/stats"))
         with pytest.raises(Expired):

@@ -21,7 +21,9 @@ from aiormq.exceptions import ChannelInvalidStateError
 from contracts.errors import ContractError
 from contracts.frames import Usage
 from contracts.jobs import ChatJob, Credential, Message, Target, Tool
-from providers.base import (
+from providers.core.http import HttpClientPool
+from providers.core.spec import ProviderContext
+from providers.core.types import (
     ChatRequest,
     ChatResult,
     EmbedRequest,
@@ -32,10 +34,9 @@ from providers.base import (
     StreamEvent,
     VerifyResult,
 )
-from providers.http import HttpClientPool
 from providers.mock.config import MockConfig
 from providers.mock.server import start_mock
-from providers.openai_compat import OpenAICompatible
+from providers.openai.adapter import OpenAICompatible
 from providers.registry import ProviderRegistry
 from providers.retry import RetryPolicy
 from workers.credentials import CredentialResolver
@@ -84,7 +85,7 @@ async def test_crash_is_logged_redacted_and_reduced_to_its_type(stream: bool) ->
     configure_logging("json", "INFO", stream=out)
     ring = Keyring.from_env({"INTEGRATION_CRYPTO_KEY": base64.b64encode(os.urandom(32)).decode()})
     registry = ProviderRegistry()
-    registry.register("leaky", Leaky())
+    registry.register_adapter("leaky", Leaky())
     executor = Executor(registry, CredentialResolver(ring), RetryPolicy())
     job = ChatJob(
         v=1,
@@ -124,7 +125,7 @@ def http_provider(
     name: str, handler: Callable[[httpx.Request], httpx.Response]
 ) -> tuple[OpenAICompatible, HttpClientPool]:
     pool = HttpClientPool(transport=httpx.MockTransport(handler))
-    return OpenAICompatible(name, pool, "https://llm.test/v1"), pool
+    return OpenAICompatible(ProviderContext(name, pool, "https://llm.test/v1")), pool
 
 
 @pytest.mark.parametrize(
@@ -152,8 +153,8 @@ async def test_non_finite_numbers_are_rejected_without_a_fallback(
     registry = ProviderRegistry()
     primary, pool_a = http_provider("primary", handler)
     backup, pool_b = http_provider("backup", handler)
-    registry.register("primary", primary)
-    registry.register("backup", backup)
+    registry.register_adapter("primary", primary)
+    registry.register_adapter("backup", backup)
     job = ChatJob(
         v=1,
         request_id="r",
@@ -268,7 +269,7 @@ def endless_executor(body: EndlessBody) -> tuple[Executor, ChatJob, HttpClientPo
         "endless", lambda r: httpx.Response(200, stream=body, headers={"content-type": "sse"})
     )
     registry = ProviderRegistry()
-    registry.register("endless", provider)
+    registry.register_adapter("endless", provider)
     job = ChatJob(
         v=1,
         request_id="r",
@@ -334,7 +335,8 @@ async def test_reply_queue_gone_hangs_up_on_a_real_http_provider() -> None:
     pool = HttpClientPool()
     ring = new_ring()
     registry = ProviderRegistry()
-    registry.register("mock", OpenAICompatible("mock", pool, mock.base_url))
+    adapter = OpenAICompatible(ProviderContext("mock", pool, mock.base_url))
+    registry.register_adapter("mock", adapter)
     job = ChatJob(
         v=1,
         request_id="r",
@@ -342,7 +344,7 @@ async def test_reply_queue_gone_hangs_up_on_a_real_http_provider() -> None:
         stream=True,
         target=sealed(ring, "mock", model="stalls"),
     )
-    admin = httpx.AsyncClient(base_url=mock.base_url.removesuffix("/v1") + "/_mock")
+    admin = httpx.AsyncClient(base_url=mock.root + "/_mock")
     try:
         fault = {"spec": "stall-after:3:30", "times": 1, "model": "stalls"}
         (await admin.post("/faults", json=fault)).raise_for_status()

@@ -16,8 +16,8 @@ from contracts.errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from providers.base import Secret, StreamEvent, TextDelta
-from providers.http import error_from_response
+from providers.core.types import Secret, StreamEvent, TextDelta
+from providers.openai.adapter import ERRORS
 from providers.retry import (
     RetryPolicy,
     call_with_retry,
@@ -45,7 +45,7 @@ class Calls:
 
 def http_error(status: int, body: bytes = b"{}", **headers: str) -> FleetError:
     hdrs = httpx.Headers({k.replace("_", "-"): v for k, v in headers.items()})
-    return error_from_response("openai", status, hdrs, body, SECRET)
+    return ERRORS.from_response("openai", status, hdrs, body, SECRET)
 
 
 # -- retry_after_from_headers ------------------------------------------------------

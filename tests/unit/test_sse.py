@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from providers.sse import ServerSentEvent, SSEDecoder, aiter_sse
+from providers.core.sse import ServerSentEvent, SSEDecoder, aiter_sse
 
 
 def decode(chunks: Iterable[bytes]) -> list[ServerSentEvent]:

@@ -1,10 +1,9 @@
-"""The provider Protocol and the request/result types adapters exchange with workers."""
+"""The request and result types adapters exchange with workers, and the opened credential."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
 from contracts.frames import RerankItem, ToolCallDelta, Usage
 from contracts.jobs import Message, Tool
@@ -110,27 +109,3 @@ class RerankResult:
 class VerifyResult:
     ok: bool
     detail: str = ""
-
-
-@runtime_checkable
-class Provider(Protocol):
-    """One adapter per provider API. Adapters raise only `contracts.errors.FleetError`s.
-
-    `stream_chat` yields zero or more Text/Tool deltas and ends with one StreamEnd.
-    A caller that stops early must `aclose()` it (`contextlib.aclosing`): that is
-    what closes the HTTP response, instead of the garbage collector, much later.
-    Retries are not the adapter's job: the worker wraps calls in the retry policy,
-    and only retries a stream that has not yet yielded anything.
-    """
-
-    name: str
-
-    async def chat(self, req: ChatRequest, secret: Secret) -> ChatResult: ...
-
-    def stream_chat(self, req: ChatRequest, secret: Secret) -> AsyncIterator[StreamEvent]: ...
-
-    async def embed(self, req: EmbedRequest, secret: Secret) -> EmbedResult: ...
-
-    async def rerank(self, req: RerankRequest, secret: Secret) -> RerankResult: ...
-
-    async def verify(self, secret: Secret) -> VerifyResult: ...

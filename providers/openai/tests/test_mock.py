@@ -269,7 +269,7 @@ async def test_drop_after_breaks_the_stream(mock: RunningMock) -> None:
                         if delta.get("content"):
                             tokens.append(delta["content"])
         assert len(tokens) == 3
-        stats = (await http.get(mock.base_url.removesuffix("/v1") + "/_mock/stats")).json()
+        stats = (await http.get(mock.root + "/_mock/stats")).json()
     assert stats["streams_dropped"] == 1
     assert stats["faults_by_kind"] == {"drop-after": 1}
 
@@ -316,7 +316,7 @@ async def test_stall_faults_delay_the_stream(mock: RunningMock) -> None:
 
 
 async def test_client_leaving_a_stalled_stream_frees_the_handler(mock: RunningMock) -> None:
-    admin = mock.base_url.removesuffix("/v1") + "/_mock/stats"
+    admin = mock.root + "/_mock/stats"
     async with (
         client(mock) as http,
         http.stream(
@@ -340,7 +340,7 @@ async def test_client_leaving_a_stalled_stream_frees_the_handler(mock: RunningMo
 
 
 async def test_stats_show_what_is_open_right_now(mock: RunningMock) -> None:
-    admin = httpx.AsyncClient(base_url=mock.base_url.removesuffix("/v1") + "/_mock")
+    admin = httpx.AsyncClient(base_url=mock.root + "/_mock")
 
     async def gauges() -> tuple[int, int]:
         stats = (await admin.get("/stats")).json()
@@ -378,7 +378,7 @@ async def test_stats_show_what_is_open_right_now(mock: RunningMock) -> None:
 
 
 async def test_admin_faults_are_scoped_by_model_and_counted(mock: RunningMock) -> None:
-    admin = mock.base_url.removesuffix("/v1") + "/_mock"
+    admin = mock.root + "/_mock"
     async with client(mock) as http:
         queued = await http.post(
             f"{admin}/faults", json={"spec": "503", "times": 2, "model": "model-a"}
@@ -397,7 +397,7 @@ async def test_admin_faults_are_scoped_by_model_and_counted(mock: RunningMock) -
     assert other.status_code == 200
     assert hits == [503, 503, 200]
     assert stats["faults_injected"] == 2
-    assert stats["requests"]["/v1/chat/completions"] == 4
+    assert stats["requests"]["/openai/v1/chat/completions"] == 4
     assert stats["queued_faults"] == []
     assert cleared == {"cleared": 1}
     assert after_clear.status_code == 200

@@ -1,4 +1,4 @@
-"""An OpenAI-compatible HTTP API (`/v1/chat/completions`, `/v1/embeddings`, `/v1/models`).
+"""OpenAI's API as a mock (`/openai/v1/chat/completions`, `/embeddings`, `/models`).
 
 Wire shapes follow shared/reference/providers.md sections 3-6 and 10. Streams are
 hot paths (hundreds of concurrent 50 tok/s streams per process), so each stream
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,21 +18,26 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from providers.mock.app import (
+    MAX_BODY,
+    Dropped,
+    MockProvider,
+    MockShared,
+    Pacer,
+    StreamCounter,
+    delay_whole_response,
+    interrupt,
+    new_id,
+    shared_state,
+)
 from providers.mock.config import MockConfig
 from providers.mock.faults import (
-    FAULT_HEADER,
-    DropFault,
     ErrorFault,
     Fault,
-    FaultBook,
-    FaultSpecError,
-    OpenAIError,
-    StallFault,
-    Stats,
-    add_admin_routes,
+    MockError,
     bad_request,
-    fault_error,
-    invalid_key_error,
+    mask_key,
+    retry_headers,
 )
 from providers.mock.text import (
     WORDS,
@@ -53,20 +57,8 @@ _SSE_HEADERS: Final = {
 _CONTENT_SUFFIX: Final = b'},"finish_reason":null}]}\n\n'
 _DONE: Final = b"data: [DONE]\n\n"
 _MODEL_CREATED: Final = 1_700_000_000
-# Embedding requests may carry thousands of inputs; aiohttp's 1 MiB default is too small.
-_MAX_BODY: Final = 64 * 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True, slots=True)
-class _MockState:
-    config: MockConfig
-    book: FaultBook
-    stats: Stats
-
-
-_STATE: Final = web.AppKey("mock_state", _MockState)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,16 +76,8 @@ class _Answer:
     prompt_tokens: int
 
 
-class _Dropped(Exception):
-    """The connection was aborted on purpose by a `drop-after` fault."""
-
-
 def _dumps(value: object) -> str:
     return json.dumps(value, separators=_SEPARATORS)
-
-
-def _new_id(prefix: str) -> str:
-    return prefix + os.urandom(12).hex()
 
 
 # ---------------------------------------------------------------- request parsing
@@ -271,25 +255,6 @@ class _ChunkWriter:
         await self._resp.write(self._head + b'[],"usage":' + _dumps(usage).encode() + b"}\n\n")
 
 
-class _Pacer:
-    """Spaces writes `1/rate` apart on an absolute schedule (no drift from sleep overshoot)."""
-
-    __slots__ = ("_due", "_interval")
-
-    def __init__(self, rate: float) -> None:
-        self._interval = 1.0 / rate if rate > 0 else 0.0
-        self._due = 0.0
-
-    async def wait(self) -> None:
-        if not self._interval:
-            return
-        now = asyncio.get_running_loop().time()
-        if self._due > now:
-            await asyncio.sleep(self._due - now)
-            now = self._due
-        self._due = now + self._interval
-
-
 def _tool_frames(writer: _ChunkWriter, calls: Sequence[_ToolCall]) -> list[bytes]:
     """Each call's header then argument fragments, calls interleaved to test index assembly."""
     per_call: list[list[bytes]] = []
@@ -309,26 +274,6 @@ def _tool_frames(writer: _ChunkWriter, calls: Sequence[_ToolCall]) -> list[bytes
     return [frame for group in zip_longest(*per_call) for frame in group if frame is not None]
 
 
-async def _abort(request: web.Request) -> None:
-    transport = request.transport
-    if transport is not None:
-        # Let the tokens already written reach the client, so it sees exactly N of them.
-        for _ in range(1000):  # at most about a second
-            if not transport.get_write_buffer_size():
-                break
-            await asyncio.sleep(0.001)
-        transport.abort()
-    raise _Dropped
-
-
-async def _interrupt(request: web.Request, fault: Fault | None, index: int, total: int) -> None:
-    """Apply a stall/drop fault when `index` content tokens have been written."""
-    if isinstance(fault, StallFault) and index == min(fault.after, total):
-        await asyncio.sleep(fault.seconds)
-    elif isinstance(fault, DropFault) and index == min(fault.after, total):
-        await _abort(request)
-
-
 async def _send_stream(
     request: web.Request,
     writer: _ChunkWriter,
@@ -340,11 +285,11 @@ async def _send_stream(
     frames = _tool_frames(writer, answer.tool_calls) if answer.tool_calls else None
     total = len(frames) if frames is not None else len(answer.tokens)
     role = {"role": "assistant", "content": None if frames is not None else ""}
-    pacer = _Pacer(config.tokens_per_sec)
+    pacer = Pacer(config.tokens_per_sec)
     if config.ttft_ms:
         await asyncio.sleep(config.ttft_ms / 1000)
     for index in range(total):
-        await _interrupt(request, fault, index, total)
+        await interrupt(request, fault, index, total)
         await pacer.wait()
         if index == 0:
             await writer.write(writer.frame(role, None))
@@ -352,14 +297,14 @@ async def _send_stream(
             await writer.write(frames[index])
         else:
             await writer.content(_stamp() if config.stamp_tokens else answer.tokens[index])
-    await _interrupt(request, fault, total, total)
+    await interrupt(request, fault, total, total)
     await writer.write(writer.frame({}, answer.finish_reason))
     return total
 
 
 async def _stream_chat(
     request: web.Request,
-    state: _MockState,
+    state: MockShared,
     model: str,
     answer: _Answer,
     include_usage: bool,
@@ -367,45 +312,16 @@ async def _stream_chat(
 ) -> web.StreamResponse:
     resp = web.StreamResponse(headers=_SSE_HEADERS)
     await resp.prepare(request)
-    state.stats.streams_started += 1
-    state.stats.open_streams += 1
-    writer = _ChunkWriter(resp, _new_id("chatcmpl-"), int(time.time()), model)
-    try:
+    writer = _ChunkWriter(resp, new_id("chatcmpl-"), int(time.time()), model)
+    with StreamCounter(state.stats):
         completion_tokens = await _send_stream(request, writer, answer, state.config, fault)
         if include_usage:
             await writer.usage(_usage(answer.prompt_tokens, completion_tokens))
         await writer.write(_DONE)
-    except _Dropped:
-        state.stats.streams_dropped += 1
-        return resp
-    except ConnectionError:
-        state.stats.streams_abandoned += 1
-        return resp  # the client went away; nothing left to tell it
-    except asyncio.CancelledError:
-        state.stats.streams_abandoned += 1  # aiohttp cancels the handler when the client leaves
-        raise
-    finally:
-        state.stats.open_streams -= 1
-    state.stats.streams_completed += 1
     return resp
 
 
 # ---------------------------------------------------------------- non-streaming
-
-
-async def _delay_whole_response(
-    request: web.Request, config: MockConfig, fault: Fault | None, tokens: int
-) -> None:
-    """What a non-streaming caller waits: stall faults, TTFT, then the token time."""
-    if isinstance(fault, StallFault):
-        await asyncio.sleep(fault.seconds)
-    elif isinstance(fault, DropFault):
-        await _abort(request)
-    delay = config.ttft_ms / 1000
-    if config.tokens_per_sec:
-        delay += max(tokens - 1, 0) / config.tokens_per_sec
-    if delay:
-        await asyncio.sleep(delay)
 
 
 def _completion_body(model: str, answer: _Answer, config: MockConfig) -> dict[str, Any]:
@@ -422,7 +338,7 @@ def _completion_body(model: str, answer: _Answer, config: MockConfig) -> dict[st
         message["content"] = "".join(tokens)
         completion_tokens = len(tokens)
     return {
-        "id": _new_id("chatcmpl-"),
+        "id": new_id("chatcmpl-"),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
@@ -439,18 +355,14 @@ def _json_response(payload: Mapping[str, Any]) -> web.Response:
 
 
 def _pick_fault(request: web.Request, model: str | None) -> Fault | None:
-    state = request.app[_STATE]
-    try:
-        fault = state.book.pick(request.headers.get(FAULT_HEADER), model)
-    except FaultSpecError as exc:
-        raise bad_request(str(exc), FAULT_HEADER) from None
+    fault = shared_state(request).pick_fault(request, model)
     if isinstance(fault, ErrorFault):
         raise fault_error(fault, model)
     return fault
 
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
-    state = request.app[_STATE]
+    state = shared_state(request)
     body = await _json_object(request)
     model = _require_model(body)
     messages = _messages(body)
@@ -462,16 +374,16 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         return await _stream_chat(request, state, model, answer, include_usage, fault)
     completion = _completion_body(model, answer, state.config)
     try:
-        await _delay_whole_response(
+        await delay_whole_response(
             request, state.config, fault, completion["usage"]["completion_tokens"]
         )
-    except _Dropped:
+    except Dropped:
         return web.Response()  # never sent: the transport is gone
     return _json_response(completion)
 
 
 async def _embeddings(request: web.Request) -> web.StreamResponse:
-    state = request.app[_STATE]
+    state = shared_state(request)
     body = await _json_object(request)
     model = _require_model(body)
     inputs = _embedding_inputs(body.get("input"))
@@ -481,8 +393,8 @@ async def _embeddings(request: web.Request) -> web.StreamResponse:
         raise bad_request("'encoding_format' must be 'float' or 'base64'.", "encoding_format")
     fault = _pick_fault(request, model)
     try:
-        await _delay_whole_response(request, state.config, fault, 1)
-    except _Dropped:
+        await delay_whole_response(request, state.config, fault, 1)
+    except Dropped:
         return web.Response()
     data = [
         {
@@ -502,13 +414,105 @@ async def _embeddings(request: web.Request) -> web.StreamResponse:
 
 
 async def _models(request: web.Request) -> web.StreamResponse:
-    state = request.app[_STATE]
+    state = shared_state(request)
     _pick_fault(request, None)
     data = [
         {"id": m, "object": "model", "created": _MODEL_CREATED, "owned_by": "llm-fleet-mock"}
         for m in state.config.models
     ]
     return _json_response({"object": "list", "data": data})
+
+
+# ---------------------------------------------------------------- errors
+
+
+class OpenAIError(MockError):
+    """An error in OpenAI's body shape: `{"error":{"message","type","param","code"}}`."""
+
+
+def render_error(error: MockError) -> web.Response:
+    body = {
+        "error": {
+            "message": error.message,
+            "type": error.type,
+            "param": error.param,
+            "code": error.code,
+        }
+    }
+    return web.Response(
+        status=error.status,
+        body=_dumps(body).encode(),
+        content_type="application/json",
+        headers=error.headers,
+    )
+
+
+def invalid_key_error(presented: str | None) -> MockError:
+    if not presented:
+        message = (
+            "You didn't provide an API key. You need to provide your API key in an "
+            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+        )
+    else:
+        message = f"Incorrect API key provided: {mask_key(presented)}."
+    return MockError(401, message, "invalid_request_error", "invalid_api_key")
+
+
+_SERVER_ERRORS: Final[Mapping[int, str]] = {
+    500: "The server had an error while processing your request. Sorry about that!",
+    502: "Bad gateway.",
+    503: "The engine is currently overloaded, please try again later.",
+    504: "Gateway timeout.",
+}
+
+
+def fault_error(fault: ErrorFault, model: str | None) -> MockError:
+    kind = fault.kind
+    if kind == "quota":
+        return MockError(
+            429,
+            "You exceeded your current quota, please check your plan and billing details.",
+            "insufficient_quota",
+            "insufficient_quota",
+        )
+    if kind == "rate_limited":
+        message = f"Rate limit reached for {model or 'requests'} (mock). Please try again later."
+        return MockError(
+            429, message, "requests", "rate_limit_exceeded", headers=retry_headers(fault)
+        )
+    if kind == "unauthorized":
+        return MockError(
+            401,
+            "Incorrect API key provided (mock fault).",
+            "invalid_request_error",
+            "invalid_api_key",
+        )
+    if kind == "forbidden":
+        return MockError(
+            403,
+            "Country, region, or territory not supported.",
+            "request_forbidden",
+            "unsupported_country_region_territory",
+        )
+    if kind == "not_found":
+        message = f"The model `{model}` does not exist or you do not have access to it."
+        return MockError(404, message, "invalid_request_error", "model_not_found")
+    if kind == "context":
+        return MockError(
+            400,
+            "This model's maximum context length is 128000 tokens. However, your messages "
+            "resulted in more tokens. Please reduce the length of the messages.",
+            "invalid_request_error",
+            "context_length_exceeded",
+            "messages",
+        )
+    if kind == "overloaded":
+        return MockError(503, _SERVER_ERRORS[503], "server_error")
+    if kind == "bad_request":
+        return bad_request("Invalid request (mock fault).")
+    return MockError(
+        fault.status, _SERVER_ERRORS.get(fault.status, "Server error."), "server_error"
+    )
 
 
 # ---------------------------------------------------------------- app plumbing
@@ -523,41 +527,34 @@ def _authorize(request: web.Request, config: MockConfig) -> None:
 
 @web.middleware
 async def _gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Counts the request, checks the key on /v1, and renders errors in OpenAI's shape."""
-    state = request.app[_STATE]
+    """Counts the request, checks the key, and renders errors in OpenAI's shape."""
+    state = shared_state(request)
     route = request.match_info.route.resource
     state.stats.requests[route.canonical if route is not None else "<unmatched>"] += 1
     try:
-        if request.path.startswith("/v1/"):
-            _authorize(request, state.config)
+        _authorize(request, state.config)
         return await handler(request)
-    except OpenAIError as exc:
-        return exc.response()
+    except MockError as exc:
+        return render_error(exc)
     except web.HTTPException as exc:
-        if not request.path.startswith("/v1/") or exc.status < 400:
+        if exc.status < 400:
             raise
         message = f"Invalid URL ({request.method} {request.path})"
-        return OpenAIError(exc.status, message, "invalid_request_error").response()
+        return render_error(MockError(exc.status, message, "invalid_request_error"))
 
 
 async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers.setdefault("x-request-id", _new_id("req_"))
+    response.headers.setdefault("x-request-id", new_id("req_"))
 
 
-def mock_stats(app: web.Application) -> Stats:
-    """The counters of an app built by `build_openai_app`."""
-    return app[_STATE].stats
-
-
-def build_openai_app(config: MockConfig) -> web.Application:
-    """The mock's aiohttp application: OpenAI routes under /v1 plus the /_mock admin API."""
-    stats = Stats()
-    book = FaultBook(config.fault_rate, config.fault_kind, config.seed, stats)
-    app = web.Application(middlewares=[_gate], client_max_size=_MAX_BODY)
-    app[_STATE] = _MockState(config, book, stats)
+def build_app() -> web.Application:
+    """OpenAI's routes, to be mounted under `/openai` by `providers.mock.app.build_app`."""
+    app = web.Application(middlewares=[_gate], client_max_size=MAX_BODY)
     app.on_response_prepare.append(_add_request_id)
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_post("/v1/embeddings", _embeddings)
     app.router.add_get("/v1/models", _models)
-    add_admin_routes(app, book, stats)
     return app
+
+
+MOCK = MockProvider(prefix="openai", build=build_app, sdk_path="/v1", api_path="/v1")

@@ -19,34 +19,18 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from contracts.errors import (
-    BadRequest,
-    ContentFiltered,
-    FleetError,
-    Forbidden,
-    InternalError,
-    NotFound,
-    ProviderTimeout,
-    ProviderUnavailable,
-    QuotaExceeded,
-    RateLimited,
-    Unauthorized,
-)
-from providers.base import Secret
+from contracts.errors import BadRequest, ProviderTimeout, ProviderUnavailable
+from providers.core.types import Secret
 from providers.finite import require_finite
-from providers.retry import retry_after_from_headers
 
 __all__ = [
-    "ErrorInfo",
+    "MAX_MESSAGE_CHARS",
     "HttpClientPool",
     "HttpSettings",
-    "error_from_payload",
-    "error_from_response",
-    "error_info",
     "json_body",
-    "parse_error_body",
     "scrub",
     "translate_transport_errors",
+    "truncate",
 ]
 
 MAX_MESSAGE_CHARS = 300
@@ -209,144 +193,10 @@ def translate_transport_errors(provider: str, *, secret: Secret | None = None) -
 
 def _transport_message(provider: str, what: str, exc: Exception, secret: Secret | None) -> str:
     detail = str(exc) or type(exc).__name__
-    return scrub(f"{provider}: {what}: {type(exc).__name__}: {_truncate(detail)}", secret)
+    return scrub(f"{provider}: {what}: {type(exc).__name__}: {truncate(detail)}", secret)
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorInfo:
-    """What an error body says, whatever its shape."""
-
-    message: str
-    code: str | None = None  # OpenAI `error.code` (string codes only)
-    type: str | None = None
-
-
-def parse_error_body(body: bytes) -> ErrorInfo:
-    """Parse an error body: OpenAI-shaped JSON, `{"error":"text"}`, `{"detail":…}`,
-    `{"message":…}`, a list wrapping one of those, or plain text."""
-    try:
-        payload = json.loads(body) if body else None
-    except ValueError:
-        payload = None
-    if payload is None:
-        return ErrorInfo(message=" ".join(body.decode("utf-8", "replace").split()))
-    return error_info(payload)
-
-
-def error_info(payload: Any) -> ErrorInfo:
-    """`ErrorInfo` from an already-decoded JSON error payload."""
-    if isinstance(payload, list) and payload:
-        payload = payload[0]  # Gemini-style `[{"error": {...}}]`
-    if not isinstance(payload, dict):
-        return ErrorInfo(message=_text(payload))
-    error = payload.get("error")
-    if isinstance(error, dict):
-        return _info_from_object(error)
-    if isinstance(error, str):
-        return ErrorInfo(message=error, type=_opt_str(payload.get("error_type")))
-    if "detail" in payload:
-        return ErrorInfo(message=_text(payload["detail"]), type=_opt_str(payload.get("title")))
-    if "message" in payload:
-        return _info_from_object(payload)
-    return ErrorInfo(message=_text(payload))
-
-
-def _info_from_object(obj: Mapping[str, Any]) -> ErrorInfo:
-    return ErrorInfo(
-        message=_text(obj.get("message", "")),
-        code=_opt_str(obj.get("code")),
-        type=_opt_str(obj.get("type")) or _opt_str(obj.get("status")),
-    )
-
-
-def _opt_str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def _truncate(text: str) -> str:
+def truncate(text: str) -> str:
     if len(text) <= MAX_MESSAGE_CHARS:
         return text
     return text[: MAX_MESSAGE_CHARS - 1] + "…"
-
-
-def _should_retry(headers: Mapping[str, str]) -> bool | None:
-    value = headers.get("x-should-retry", "").strip().lower()
-    return {"true": True, "false": False}.get(value)
-
-
-def error_from_response(
-    provider: str, status: int, headers: httpx.Headers, body: bytes, secret: Secret
-) -> FleetError:
-    """The `FleetError` for a non-success HTTP response (providers.md §6/§7)."""
-    return error_from_payload(
-        provider, status, parse_error_body(body), secret, headers=headers, context=f"HTTP {status}"
-    )
-
-
-def error_from_payload(
-    provider: str,
-    status: int,
-    info: ErrorInfo,
-    secret: Secret,
-    *,
-    headers: Mapping[str, str] | None = None,
-    context: str | None = None,
-) -> FleetError:
-    """Build the exception for `status` + parsed error; also used for mid-stream errors."""
-    headers = headers if headers is not None else {}
-    label = info.code or info.type
-    # Scrub before truncating: a cut could leave a key prefix that no longer matches.
-    detail = _truncate(scrub(" ".join(info.message.split()), secret))
-    head = f"{provider}: {context or f'HTTP {status}'}" + (f" {label}" if label else "")
-    message = scrub(f"{head}: {detail}" if detail else head, secret)
-    retryable = _should_retry(headers)
-    return _classify(status, info.code, message, retryable, headers)
-
-
-def _classify(
-    status: int,
-    code: str | None,
-    message: str,
-    retryable: bool | None,
-    headers: Mapping[str, str],
-) -> FleetError:
-    if status in (400, 413, 422):
-        if code == "content_filter":
-            return ContentFiltered(message, provider_status=status, retryable=retryable)
-        return BadRequest(message, provider_status=status, retryable=retryable)
-    if status == 429:
-        if code == "insufficient_quota":
-            # Billing, not throttling: never retried, whatever x-should-retry says.
-            return QuotaExceeded(message, provider_status=status, retryable=False)
-        return RateLimited(
-            message,
-            provider_status=status,
-            retry_after=retry_after_from_headers(headers),
-            retryable=retryable,
-        )
-    if status >= 500 or status == 409:
-        return ProviderUnavailable(
-            message,
-            provider_status=status,
-            retry_after=retry_after_from_headers(headers),
-            retryable=retryable,
-        )
-    cls = _SIMPLE_STATUS.get(status, InternalError)
-    if cls is QuotaExceeded:
-        retryable = False
-    return cls(message, provider_status=status, retryable=retryable)
-
-
-_SIMPLE_STATUS: dict[int, type[FleetError]] = {
-    401: Unauthorized,
-    402: QuotaExceeded,
-    403: Forbidden,
-    404: NotFound,
-    408: ProviderTimeout,
-}

@@ -8,28 +8,35 @@ default base URL (see `providers.registry`). The streaming path does one
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import contextlib
 import json
-import sys
-from array import array
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import httpx
 import msgspec
 
-from contracts.errors import BadRequest, FleetError, InternalError, ProviderUnavailable
+from contracts.errors import (
+    BadRequest,
+    ContentFiltered,
+    InternalError,
+    NotFound,
+    ProviderUnavailable,
+    QuotaExceeded,
+)
 from contracts.frames import ToolCallDelta, Usage
 from contracts.jobs import ContentPart, Message, Tool, ToolCall
-from providers.base import (
+from providers.core.api import ApiClient, decode_object, drain
+from providers.core.auth import HeaderAuth, header_value
+from providers.core.errors import ErrorTable
+from providers.core.packing import pack_rows, vector_bytes
+from providers.core.spec import ProviderContext
+from providers.core.sse import ServerSentEvent, aiter_sse
+from providers.core.types import (
     ChatRequest,
     ChatResult,
     EmbedRequest,
     EmbedResult,
-    RerankRequest,
-    RerankResult,
     Secret,
     StreamEnd,
     StreamEvent,
@@ -37,24 +44,9 @@ from providers.base import (
     ToolDelta,
     VerifyResult,
 )
-from providers.http import (
-    HttpClientPool,
-    error_from_payload,
-    error_from_response,
-    error_info,
-    json_body,
-    translate_transport_errors,
-)
 from providers.options import ModelOptions
-from providers.sse import ServerSentEvent, aiter_sse
 
-__all__ = ["OpenAICompatible", "chat_body", "parse_chat_response"]
-
-USER_AGENT = "llm-fleet/0.1"
-_JSON = "application/json"
-# After [DONE], read the (normally empty) rest of the body so the connection can
-# go back to the keep-alive pool; give up quickly if the server keeps it open.
-_DRAIN_SECONDS = 1.0
+__all__ = ["ERRORS", "OpenAICompatible", "chat_body", "parse_chat_response"]
 
 # Options copied verbatim when set; `stop` and `tool_choice` need reshaping.
 _PLAIN_OPTIONS = (
@@ -67,73 +59,82 @@ _PLAIN_OPTIONS = (
     "response_format",
 )
 
-# Mid-stream error objects carry no HTTP status; infer one from the error's code
-# or type so they classify like the equivalent HTTP error.
-_STATUS_FOR_ERROR: dict[str, int] = {
-    "invalid_request_error": 400,
-    "context_length_exceeded": 400,
-    "content_filter": 400,
-    "invalid_api_key": 401,
-    "authentication_error": 401,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "rate_limit_exceeded": 429,
-    "rate_limit_error": 429,
-    "insufficient_quota": 429,
-    "overloaded_error": 529,
-}
+# OpenAI's error vocabulary as it has been sent over the years (and by Azure,
+# vLLM and the servers copying it). In-stream errors carry no HTTP status, so
+# the status comes from the code or type.
+ERRORS = ErrorTable(
+    statuses={
+        "invalid_request_error": 400,
+        "context_length_exceeded": 400,
+        "content_filter": 400,
+        "invalid_api_key": 401,
+        "authentication_error": 401,
+        "permission_error": 403,
+        "model_not_found": 404,
+        "not_found_error": 404,
+        "rate_limit_exceeded": 429,
+        "rate_limit_error": 429,
+        "insufficient_quota": 429,
+        "server_error": 500,
+        "overloaded_error": 529,
+    },
+    classes={
+        "insufficient_quota": QuotaExceeded,
+        "billing_hard_limit_reached": QuotaExceeded,
+        "content_filter": ContentFiltered,
+        "model_not_found": NotFound,
+        "DeploymentNotFound": NotFound,
+    },
+)
 
 
 class OpenAICompatible:
-    """`Provider` for OpenAI-compatible HTTP APIs.
+    """Adapter for OpenAI-compatible HTTP APIs (chat, stream, tools, embed, verify).
 
     Credential fields: `api_key` (sent as a Bearer token when non-empty),
-    optional `base_url` (overrides `default_base_url`), `organization`, `project`.
+    optional `base_url` (overrides the operator's address), `organization`, `project`.
 
-        provider = OpenAICompatible("vllm", pool, "http://localhost:8000/v1")
-        async with contextlib.aclosing(provider.stream_chat(request, secret)) as events:
+        adapter = OpenAICompatible(ProviderContext("vllm", pool, "http://localhost:8000/v1"))
+        async with contextlib.aclosing(adapter.stream_chat(request, secret)) as events:
             async for event in events: ...
     """
 
-    def __init__(self, name: str, http: HttpClientPool, default_base_url: str | None) -> None:
-        self.name = name
-        self._http = http
-        self._default_base_url = default_base_url
+    def __init__(self, context: ProviderContext) -> None:
+        self.name = context.name
+        self._api = ApiClient(context.name, context.http, context.base_url, self._auth, ERRORS)
 
-    # -- Provider API --------------------------------------------------------
+    def _auth(self, secret: Secret) -> httpx.Auth:
+        headers: dict[str, str] = {}
+        for header, field, template in _AUTH_HEADERS:
+            value = secret.get(field) or ""
+            if value.strip():
+                headers[header] = template.format(header_value(self.name, field, value))
+        return HeaderAuth(headers)
 
     async def chat(self, req: ChatRequest, secret: Secret) -> ChatResult:
         body = chat_body(self.name, req, stream=False)
-        payload = await self._request_json("POST", "/chat/completions", secret, body)
+        payload = await self._api.json("POST", "/chat/completions", secret, body)
+        if payload.get("error"):
+            raise ERRORS.from_payload(self.name, payload["error"], secret, context="error body")
         return parse_chat_response(self.name, payload)
 
-    async def stream_chat(self, req: ChatRequest, secret: Secret) -> AsyncIterator[StreamEvent]:
-        url = self._url(secret, "/chat/completions")
-        headers = self._headers(secret, accept="text/event-stream", has_body=True)
-        content = json_body(chat_body(self.name, req, stream=True))
+    async def stream_chat(
+        self, req: ChatRequest, secret: Secret
+    ) -> AsyncGenerator[StreamEvent, None]:
+        body = chat_body(self.name, req, stream=True)
         state = _StreamState(self.name, secret)
-        client = self._http.client
-        request = client.build_request("POST", url, content=content, headers=headers)
-        with translate_transport_errors(self.name, secret=secret):
-            response = await client.send(request, stream=True)
-        # Closed here on every way out, not by `client.stream()`: that context
-        # manager is one more generator inside this one, and one left for loop
-        # shutdown to close raised "generator didn't stop after athrow()".
-        try:
-            with translate_transport_errors(self.name, secret=secret):
-                if response.status_code != 200:
-                    raise await self._error(response, secret)
-                async with contextlib.aclosing(aiter_sse(response.aiter_bytes())) as events:
-                    async for sse in events:
-                        for event in state.feed(sse):
-                            yield event
-                        if state.done:
-                            break
-                    else:
-                        raise ProviderUnavailable(f"{self.name}: stream ended before [DONE]")
-                    await _drain(events)
-        finally:
-            await _close(response)
+        async with (
+            self._api.stream("POST", "/chat/completions", secret, body) as response,
+            contextlib.aclosing(aiter_sse(response.aiter_bytes())) as events,
+        ):
+            async for sse in events:
+                for event in state.feed(sse):
+                    yield event
+                if state.done:
+                    break
+            else:
+                raise ProviderUnavailable(f"{self.name}: stream ended before [DONE]")
+            await drain(events)
         # Yielded after the response is closed, so its connection is already back in
         # the pool however long the caller holds this generator open.
         yield state.end()
@@ -146,77 +147,26 @@ class OpenAICompatible:
         }
         if req.dimensions is not None:
             body["dimensions"] = req.dimensions
-        payload = await self._request_json("POST", "/embeddings", secret, body)
+        payload = await self._api.json("POST", "/embeddings", secret, body)
         return parse_embeddings(self.name, payload, expected=len(req.inputs))
 
-    async def rerank(self, req: RerankRequest, secret: Secret) -> RerankResult:
-        raise BadRequest(f"{self.name} does not support rerank")
-
     async def verify(self, secret: Secret) -> VerifyResult:
-        response = await self._send("GET", "/models", secret, None)
+        response = await self._api.send("GET", "/models", secret)
         if response.status_code == 200:
-            data = _json(self.name, response.content).get("data")
+            data = decode_object(self.name, response.content).get("data")
             count = len(data) if isinstance(data, list) else 0
             return VerifyResult(ok=True, detail=f"{count} models visible")
-        error = error_from_response(
-            self.name, response.status_code, response.headers, response.content, secret
-        )
+        error = self._api.error(response, secret)
         if response.status_code in (401, 403):
             return VerifyResult(ok=False, detail=error.message)
         raise error
 
-    # -- HTTP plumbing ---------------------------------------------------------
 
-    def _url(self, secret: Secret, path: str) -> str:
-        base = secret.get("base_url") or self._default_base_url
-        if not base:
-            raise BadRequest(f"{self.name}: no base_url configured")
-        return base.rstrip("/") + path
-
-    def _headers(self, secret: Secret, *, accept: str, has_body: bool) -> dict[str, str]:
-        headers = {"Accept": accept, "User-Agent": USER_AGENT}
-        if has_body:
-            headers["Content-Type"] = _JSON
-        optional = (
-            ("Authorization", "api_key", "Bearer {}"),
-            ("OpenAI-Organization", "organization", "{}"),
-            ("OpenAI-Project", "project", "{}"),
-        )
-        for header, field, template in optional:
-            value = (secret.get(field) or "").strip()
-            if not value:
-                continue
-            # httpx/h11 errors would quote the bad value; refuse it without echoing it.
-            if not (value.isascii() and value.isprintable()):
-                raise BadRequest(f"{self.name}: credential field {field!r} is not a valid header")
-            headers[header] = template.format(value)
-        return headers
-
-    async def _send(
-        self, method: str, path: str, secret: Secret, body: Mapping[str, Any] | None
-    ) -> httpx.Response:
-        url = self._url(secret, path)
-        headers = self._headers(secret, accept=_JSON, has_body=body is not None)
-        content = json_body(body) if body is not None else None
-        client = self._http.client
-        with translate_transport_errors(self.name, secret=secret):
-            return await client.request(method, url, content=content, headers=headers)
-
-    async def _request_json(
-        self, method: str, path: str, secret: Secret, body: Mapping[str, Any] | None
-    ) -> dict[str, Any]:
-        response = await self._send(method, path, secret, body)
-        if not 200 <= response.status_code < 300:
-            raise await self._error(response, secret)
-        payload = _json(self.name, response.content)
-        if payload.get("error"):
-            raise payload_error(self.name, payload["error"], secret)
-        return payload
-
-    async def _error(self, response: httpx.Response, secret: Secret) -> FleetError:
-        with translate_transport_errors(self.name, secret=secret):
-            body = await response.aread()
-        return error_from_response(self.name, response.status_code, response.headers, body, secret)
+_AUTH_HEADERS = (
+    ("Authorization", "api_key", "Bearer {}"),
+    ("OpenAI-Organization", "organization", "{}"),
+    ("OpenAI-Project", "project", "{}"),
+)
 
 
 # -- request mapping -----------------------------------------------------------
@@ -311,31 +261,6 @@ def _tool_choice(provider: str, choice: str | dict[str, Any]) -> str | dict[str,
 _decode_event = msgspec.json.Decoder().decode
 
 
-def _json(provider: str, content: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(content)
-    except ValueError:
-        # A 2xx with a broken body is usually a proxy or a cut connection.
-        raise ProviderUnavailable(f"{provider}: response is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise InternalError(f"{provider}: expected a JSON object, got {type(payload).__name__}")
-    return payload
-
-
-def payload_error(provider: str, error: Any, secret: Secret) -> FleetError:
-    """Map an `{"error": …}` object that arrived without a useful HTTP status."""
-    info = error_info({"error": error})
-    status = 500
-    raw_code = error.get("code") if isinstance(error, dict) else None
-    if isinstance(raw_code, int) or (isinstance(raw_code, str) and raw_code.isdigit()):
-        status = int(raw_code) if 400 <= int(raw_code) <= 599 else status
-    for key in (info.code, info.type):
-        if key is not None and key in _STATUS_FOR_ERROR:
-            status = _STATUS_FOR_ERROR[key]
-            break
-    return error_from_payload(provider, status, info, secret, context="stream error")
-
-
 def _usage(raw: Any) -> Usage:
     if not isinstance(raw, dict):
         return Usage()
@@ -399,46 +324,22 @@ def _chat_result(choice: dict[str, Any], usage: Any) -> ChatResult:
 def parse_embeddings(provider: str, payload: Mapping[str, Any], *, expected: int) -> EmbedResult:
     """Packed little-endian float32 rows, ordered by `index`, from an embeddings body."""
     items = payload.get("data")
-    if not isinstance(items, list) or len(items) != expected:
-        got = len(items) if isinstance(items, list) else 0
-        raise InternalError(f"{provider}: expected {expected} embeddings, got {got}")
+    if not isinstance(items, list):
+        raise InternalError(f"{provider}: expected {expected} embeddings, got 0")
     ordered = sorted(enumerate(items), key=lambda pair: _index(pair[1], pair[0]))
-    rows = [_vector_bytes(provider, item) for _, item in ordered]
-    width = len(rows[0]) if rows else 0
-    if width == 0 or width % 4 or any(len(r) != width for r in rows):
-        raise InternalError(f"{provider}: embeddings have inconsistent or empty dimensions")
-    raw_usage = payload.get("usage")
-    usage = _usage(raw_usage)
-    return EmbedResult(
-        data=b"".join(rows),
-        dims=width // 4,
-        count=len(rows),
-        usage=Usage(input_tokens=usage.input_tokens, total_tokens=usage.total_tokens),
-    )
+    # A server ignoring encoding_format=base64 (e.g. Ollama) sends numbers instead.
+    rows = [
+        vector_bytes(provider, item.get("embedding") if isinstance(item, dict) else None)
+        for _, item in ordered
+    ]
+    usage = _usage(payload.get("usage"))
+    usage = Usage(input_tokens=usage.input_tokens, total_tokens=usage.total_tokens)
+    return pack_rows(provider, rows, expected=expected, usage=usage)
 
 
 def _index(item: Any, position: int) -> int:
     index = item.get("index") if isinstance(item, dict) else None
     return index if isinstance(index, int) else position
-
-
-def _vector_bytes(provider: str, item: Any) -> bytes:
-    vector = item.get("embedding") if isinstance(item, dict) else None
-    if isinstance(vector, str):
-        try:
-            return base64.b64decode(vector, validate=True)
-        except ValueError:
-            raise InternalError(f"{provider}: embedding is not valid base64") from None
-    if isinstance(vector, list):
-        # The server ignored encoding_format=base64 (e.g. Ollama): pack it ourselves.
-        try:
-            packed = array("f", vector)
-        except TypeError:
-            raise InternalError(f"{provider}: embedding holds non-numbers") from None
-        if sys.byteorder == "big":
-            packed.byteswap()
-        return packed.tobytes()
-    raise InternalError(f"{provider}: embedding missing from response item")
 
 
 # -- streaming ---------------------------------------------------------------------
@@ -483,7 +384,7 @@ class _StreamState:
     def _chunk(self, chunk: dict[str, Any]) -> list[StreamEvent]:
         error = chunk.get("error")
         if error:
-            raise payload_error(self._provider, error, self._secret)
+            raise ERRORS.from_payload(self._provider, error, self._secret)
         usage = chunk.get("usage")
         if usage:
             self.usage = _usage(usage)
@@ -530,19 +431,3 @@ class _StreamState:
 
     def end(self) -> StreamEnd:
         return StreamEnd(finish_reason=self.finish_reason, usage=self.usage)
-
-
-async def _close(response: httpx.Response) -> None:
-    # What ended the stream (its end, its error, a consumer that left or was
-    # cancelled) is what the caller must see: a failure to close adds nothing, and
-    # must not turn a cancellation into a provider error.
-    with contextlib.suppress(httpx.HTTPError):
-        await response.aclose()
-
-
-async def _drain(events: AsyncIterator[ServerSentEvent]) -> None:
-    # The answer is complete; failing here only means the connection is not reused.
-    with contextlib.suppress(TimeoutError, httpx.HTTPError):
-        async with asyncio.timeout(_DRAIN_SECONDS):
-            async for _ in events:
-                pass

@@ -29,25 +29,23 @@ from contracts.errors import (
 )
 from contracts.frames import ToolCallDelta, Usage
 from contracts.jobs import ContentPart, Message, Tool, ToolCall
-from providers import openai_compat
-from providers.base import (
+from providers.core import api as core_api
+from providers.core.http import (
+    HttpClientPool,
+    json_body,
+    translate_transport_errors,
+)
+from providers.core.spec import ProviderContext
+from providers.core.types import (
     ChatRequest,
     EmbedRequest,
-    Provider,
-    RerankRequest,
     Secret,
     StreamEnd,
     StreamEvent,
     TextDelta,
     ToolDelta,
 )
-from providers.http import (
-    HttpClientPool,
-    error_from_response,
-    json_body,
-    translate_transport_errors,
-)
-from providers.openai_compat import OpenAICompatible
+from providers.openai.adapter import ERRORS, OpenAICompatible
 from providers.options import ModelOptions
 from providers.registry import ProviderRegistry, default_registry
 
@@ -90,7 +88,7 @@ def adapter(pools: list[HttpClientPool]) -> Callable[..., OpenAICompatible]:
     ) -> OpenAICompatible:
         pool = HttpClientPool(transport=httpx.MockTransport(handler))
         pools.append(pool)
-        return OpenAICompatible(name, pool, base)
+        return OpenAICompatible(ProviderContext(name, pool, base))
 
     return make
 
@@ -358,7 +356,7 @@ async def test_every_request_body_goes_through_json_body(
         encoded.append(json_body(body))
         return encoded[-1]
 
-    monkeypatch.setattr(openai_compat, "json_body", spy)
+    monkeypatch.setattr(core_api, "json_body", spy)
     embedding = base64.b64encode(struct.pack("<2f", 1.0, 2.0)).decode()
 
     def handler(r: httpx.Request) -> httpx.Response:
@@ -589,7 +587,7 @@ async def test_closing_stream_early_closes_response(
     stream = adapter(lambda r: httpx.Response(200, stream=body)).stream_chat(request(), SECRET)
     assert await anext(stream) == TextDelta("0")
     assert not body.closed
-    await stream.aclose()  # type: ignore[attr-defined]
+    await stream.aclose()
     assert body.closed
 
 
@@ -673,7 +671,7 @@ async def test_closed_pool_refuses_requests() -> None:
     pool = HttpClientPool(
         transport=httpx.MockTransport(lambda r: httpx.Response(200, json=OK_CHAT))
     )
-    provider = OpenAICompatible("openai", pool, BASE)
+    provider = OpenAICompatible(ProviderContext("openai", pool, BASE))
     await provider.chat(request(), SECRET)
     await pool.aclose()
     with pytest.raises(ProviderUnavailable) as info:
@@ -720,7 +718,7 @@ def openai_error(code: str | None, message: str = "msg", type_: str = "some_type
 def test_error_status_mapping(
     status: int, body: bytes, expected: type[FleetError], retryable: bool
 ) -> None:
-    error = error_from_response("openai", status, httpx.Headers(), body, SECRET)
+    error = ERRORS.from_response("openai", status, httpx.Headers(), body, SECRET)
     assert type(error) is expected
     assert error.retryable is retryable
     assert error.provider_status == status
@@ -739,16 +737,16 @@ def test_error_status_mapping(
 )
 def test_x_should_retry(header: str, status: int, retryable: bool) -> None:
     headers = httpx.Headers({"x-should-retry": header})
-    error = error_from_response("openai", status, headers, openai_error(None), SECRET)
+    error = ERRORS.from_response("openai", status, headers, openai_error(None), SECRET)
     assert error.retryable is retryable
 
 
 def test_retry_after_carried_on_429_and_5xx() -> None:
     headers = httpx.Headers({"retry-after": "2"})
-    limited = error_from_response(
+    limited = ERRORS.from_response(
         "openai", 429, headers, openai_error("rate_limit_exceeded"), SECRET
     )
-    down = error_from_response("openai", 503, headers, b"", SECRET)
+    down = ERRORS.from_response("openai", 503, headers, b"", SECRET)
     assert isinstance(limited, RateLimited) and limited.retry_after == 2.0
     assert isinstance(down, ProviderUnavailable) and down.retry_after == 2.0
 
@@ -775,11 +773,11 @@ def test_retry_after_carried_on_429_and_5xx() -> None:
     ],
 )
 def test_error_body_shapes(body: bytes, message: str) -> None:
-    assert error_from_response("openai", 429, httpx.Headers(), body, SECRET).message == message
+    assert ERRORS.from_response("openai", 429, httpx.Headers(), body, SECRET).message == message
 
 
 def test_long_messages_truncated() -> None:
-    error = error_from_response(
+    error = ERRORS.from_response(
         "openai", 400, httpx.Headers(), openai_error("x", "y" * 5000), SECRET
     )
     assert len(error.message) < 400
@@ -798,7 +796,7 @@ def test_canary_key_never_in_error_message(status: int) -> None:
         json.dumps({"error": {"message": "m", "code": CANARY}}).encode(),
     ]
     for body in bodies:
-        error = error_from_response("openai", status, httpx.Headers(), body, SECRET)
+        error = ERRORS.from_response("openai", status, httpx.Headers(), body, SECRET)
         assert CANARY not in error.message
         assert CANARY not in str(error)
         assert CANARY[:12] not in error.message
@@ -921,10 +919,9 @@ async def test_verify_unauthorized_and_server_error(
         await adapter(lambda r: httpx.Response(500, content=b"oops")).verify(SECRET)
 
 
-async def test_rerank_unsupported(adapter: Callable[..., OpenAICompatible]) -> None:
-    provider = adapter(lambda r: httpx.Response(500))
-    with pytest.raises(BadRequest, match="openai does not support rerank"):
-        await provider.rerank(RerankRequest(model="m", query="q", documents=["d"]), SECRET)
+def test_rerank_is_not_offered(adapter: Callable[..., OpenAICompatible]) -> None:
+    """OpenAI has no rerank API: the adapter has no stub, the registry answers for it."""
+    assert not hasattr(adapter(lambda r: httpx.Response(500)), "rerank")
 
 
 # -- registry ------------------------------------------------------------------------------
@@ -940,13 +937,18 @@ async def test_default_registry(pools: list[HttpClientPool]) -> None:
     )
     pools.append(pool)
     registry = default_registry(pool, base_urls={"openai": "http://proxy.test/v1"})
-    assert list(iter_names(registry)) == ["mock", "ollama", "openai", "openai-compatible", "vllm"]
-    assert all(isinstance(registry.get(n), Provider) for n in registry.names())
-    with pytest.raises(BadRequest, match="unknown provider 'nope'; known: mock, ollama"):
+    names = list(iter_names(registry))
+    assert {"mock", "ollama", "openai", "openai-compatible", "vllm"} <= set(names)
+    assert names == sorted(names)
+    with pytest.raises(BadRequest, match=r"unknown provider 'nope'; known: .*mock, ollama"):
         registry.get("nope")
     rec = Recorder(lambda r: httpx.Response(200, json=OK_CHAT))
     pool._transport = httpx.MockTransport(rec)
-    await registry.get("openai").chat(request(), SECRET)
+    await registry.get("openai").chat().chat(request(), SECRET)
     assert str(rec.requests[0].url) == "http://proxy.test/v1/chat/completions"
     with pytest.raises(BadRequest, match="no base_url"):
-        await registry.get("openai-compatible").chat(request(), SECRET)
+        await registry.get("openai-compatible").chat().chat(request(), SECRET)
+    with pytest.raises(BadRequest, match="provider 'openai' does not support rerank"):
+        registry.get("openai").reranker()
+    with pytest.raises(ValueError, match="unknown providers: opneai"):
+        default_registry(pool, base_urls={"opneai": "http://x"})

@@ -1,0 +1,192 @@
+"""The HTTP half every adapter shares: addresses, auth, JSON in and out, streams.
+
+An adapter says what to send and how to read the answer; `ApiClient` sends it
+through the pooled client, turns transport failures and error responses into
+`contracts.errors` (through the provider's `ErrorTable`), and owns the life of
+streamed responses: they are closed on every way out, and drained after the
+end-of-stream marker so the connection can be reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from typing import Any
+
+import httpx
+
+from contracts.errors import BadRequest, FleetError, InternalError, ProviderUnavailable
+from providers.core.errors import ErrorTable
+from providers.core.http import HttpClientPool, json_body, translate_transport_errors
+from providers.core.types import Secret
+
+__all__ = ["USER_AGENT", "ApiClient", "decode_object"]
+
+USER_AGENT = "llm-fleet/0.1"
+_JSON = "application/json"
+# After the end marker, read the (normally empty) rest of the body so the connection
+# can go back to the keep-alive pool; give up quickly if the server keeps it open.
+_DRAIN_SECONDS = 1.0
+
+AuthFor = Callable[[Secret], httpx.Auth]
+
+
+def decode_object(provider: str, content: bytes) -> dict[str, Any]:
+    """A JSON object from a success body; anything else is the provider's fault."""
+    try:
+        payload = json.loads(content)
+    except ValueError:
+        # A 2xx with a broken body is usually a proxy or a cut connection.
+        raise ProviderUnavailable(f"{provider}: response is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise InternalError(f"{provider}: expected a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+class ApiClient:
+    """Requests to one provider's API.
+
+    `base_url` is the operator's (or the spec's default); a credential may replace
+    it through `base_url_field` when the spec allows. `auth` builds the
+    `httpx.Auth` for an opened credential.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        http: HttpClientPool,
+        base_url: str | None,
+        auth: AuthFor,
+        errors: ErrorTable,
+        *,
+        base_url_field: str | None = "base_url",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.errors = errors
+        self._http = http
+        self._base_url = base_url
+        self._auth = auth
+        self._base_url_field = base_url_field
+        self._headers = {"User-Agent": USER_AGENT, **(headers or {})}
+
+    def url(self, secret: Secret, path: str) -> str:
+        base = (secret.get(self._base_url_field) if self._base_url_field else None) or (
+            self._base_url
+        )
+        if not base:
+            raise BadRequest(f"{self.name}: no base_url configured")
+        return base.rstrip("/") + path
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        secret: Secret,
+        body: Mapping[str, Any] | None,
+        *,
+        accept: str,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+    ) -> httpx.Request:
+        all_headers = {**self._headers, "Accept": accept, **(headers or {})}
+        content = None
+        if body is not None:
+            all_headers["Content-Type"] = _JSON
+            content = json_body(body)
+        return self._http.client.build_request(
+            method, self.url(secret, path), content=content, headers=all_headers, params=params
+        )
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        secret: Secret,
+        body: Mapping[str, Any] | None = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """The whole response, whatever its status."""
+        request = self._request(
+            method, path, secret, body, accept=_JSON, params=params, headers=headers
+        )
+        auth = self._auth(secret)
+        with translate_transport_errors(self.name, secret=secret):
+            return await self._http.client.send(request, auth=auth)
+
+    async def json(
+        self,
+        method: str,
+        path: str,
+        secret: Secret,
+        body: Mapping[str, Any] | None = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """The decoded JSON object of a 2xx answer; any other answer is raised."""
+        response = await self.send(method, path, secret, body, params=params, headers=headers)
+        if not 200 <= response.status_code < 300:
+            raise self.error(response, secret)
+        return decode_object(self.name, response.content)
+
+    def error(self, response: httpx.Response, secret: Secret) -> FleetError:
+        """The exception for a read, non-success response."""
+        return self.errors.from_response(
+            self.name, response.status_code, response.headers, response.content, secret
+        )
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        secret: Secret,
+        body: Mapping[str, Any] | None,
+        *,
+        accept: str = "text/event-stream",
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncGenerator[httpx.Response, None]:
+        """A 200 response whose body is still to be read; closed when the block ends.
+
+        Transport errors inside the block become `FleetError`s too. Closed here on
+        every way out rather than by `client.stream()`: that context manager is one
+        more generator, and one left for loop shutdown to close raised "generator
+        didn't stop after athrow()".
+        """
+        request = self._request(
+            method, path, secret, body, accept=accept, params=params, headers=headers
+        )
+        auth = self._auth(secret)
+        client = self._http.client
+        with translate_transport_errors(self.name, secret=secret):
+            response = await client.send(request, auth=auth, stream=True)
+        try:
+            with translate_transport_errors(self.name, secret=secret):
+                if response.status_code != 200:
+                    await response.aread()
+                    raise self.error(response, secret)
+                yield response
+        finally:
+            await close_quietly(response)
+
+
+async def close_quietly(response: httpx.Response) -> None:
+    # What ended the stream (its end, its error, a consumer that left or was
+    # cancelled) is what the caller must see: a failure to close adds nothing, and
+    # must not turn a cancellation into a provider error.
+    with contextlib.suppress(httpx.HTTPError):
+        await response.aclose()
+
+
+async def drain(events: AsyncIterator[object]) -> None:
+    """Read what follows the end marker; failing only means no connection reuse."""
+    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            async for _ in events:
+                pass

@@ -1,0 +1,210 @@
+"""One mock server for every provider: shared state, the root app, stream helpers.
+
+Each provider's mock is an aiohttp sub-application mounted under `/<prefix>`
+(`/openai/v1/chat/completions`, `/anthropic/v1/messages`, …). They share one
+`MockShared`: configuration, the fault book, counters, the rate limiter. The
+admin API (`/_mock/faults`, `/_mock/stats`) lives at the root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from aiohttp import web
+
+from providers.mock.config import MockConfig
+from providers.mock.faults import (
+    FAULT_HEADER,
+    DropFault,
+    Fault,
+    FaultBook,
+    FaultSpecError,
+    MockError,
+    StallFault,
+    Stats,
+    add_admin_routes,
+)
+from providers.mock.ratelimit import RateLimiter
+
+__all__ = [
+    "MAX_BODY",
+    "SHARED",
+    "Dropped",
+    "MockProvider",
+    "MockShared",
+    "Pacer",
+    "abort",
+    "build_app",
+    "mock_providers",
+    "new_id",
+    "shared_state",
+]
+
+# Embedding requests may carry thousands of inputs; aiohttp's 1 MiB default is too small.
+MAX_BODY: Final = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class MockShared:
+    config: MockConfig
+    book: FaultBook
+    stats: Stats
+    limiter: RateLimiter
+
+    def pick_fault(self, request: web.Request, model: str | None) -> Fault | None:
+        """This request's fault; a bad `x-mock-fault` header is a 400 `MockError`."""
+        try:
+            return self.book.pick(request.headers.get(FAULT_HEADER), model)
+        except FaultSpecError as exc:
+            raise MockError(400, str(exc), "invalid_request_error", param=FAULT_HEADER) from None
+
+    def knows_model(self, model: str) -> bool:
+        # "mock-…" names are always served, so tests can give each case its own
+        # model (faults queued per model never cross between tests).
+        return model in self.config.models or model.startswith("mock-")
+
+
+SHARED: Final = web.AppKey("mock_shared", MockShared)
+
+
+def shared_state(request: web.Request) -> MockShared:
+    """The shared state, from any sub-application's request."""
+    return request.config_dict[SHARED]
+
+
+@dataclass(frozen=True, slots=True)
+class MockProvider:
+    """A provider's mock: its path prefix, its app, and where its SDK points.
+
+    `sdk_path` is what follows the prefix in the base URL the provider's official
+    SDK takes (`/v1` for OpenAI, empty for Anthropic, whose SDK adds `/v1` itself).
+    """
+
+    prefix: str
+    build: Callable[[], web.Application]
+    sdk_path: str = ""
+    api_path: str = ""  # what follows the prefix in the fleet adapter's base URL
+
+
+def mock_providers(modules: Sequence[str] | None = None) -> list[MockProvider]:
+    """The `MOCK` of every provider package (default: the registry's built-ins)."""
+    if modules is None:
+        from providers.registry import BUILTIN
+
+        modules = BUILTIN
+    return [importlib.import_module(f"providers.{m}.mock").MOCK for m in modules]
+
+
+def build_app(
+    config: MockConfig, providers: Sequence[MockProvider] | None = None
+) -> web.Application:
+    stats = Stats()
+    book = FaultBook(config.fault_rate, config.fault_kind, config.seed, stats)
+    limiter = RateLimiter(config.requests_per_minute, config.tokens_per_minute)
+    app = web.Application(client_max_size=MAX_BODY)
+    app[SHARED] = MockShared(config, book, stats, limiter)
+    add_admin_routes(app, book, stats)
+    for provider in mock_providers() if providers is None else providers:
+        sub = provider.build()
+        app.add_subapp(f"/{provider.prefix}", sub)
+    return app
+
+
+def mock_stats(app: web.Application) -> Stats:
+    return app[SHARED].stats
+
+
+def new_id(prefix: str) -> str:
+    return prefix + os.urandom(12).hex()
+
+
+class Dropped(Exception):
+    """The connection was aborted on purpose by a `drop-after` fault."""
+
+
+async def abort(request: web.Request) -> None:
+    """Cut the connection once what was written has left; raises `Dropped`."""
+    transport = request.transport
+    if transport is not None:
+        # Let the tokens already written reach the client, so it sees exactly N of them.
+        for _ in range(1000):  # at most about a second
+            if not transport.get_write_buffer_size():
+                break
+            await asyncio.sleep(0.001)
+        transport.abort()
+    raise Dropped
+
+
+async def interrupt(request: web.Request, fault: Fault | None, index: int, total: int) -> None:
+    """Apply a stall/drop fault when `index` content tokens have been written."""
+    if isinstance(fault, StallFault) and index == min(fault.after, total):
+        await asyncio.sleep(fault.seconds)
+    elif isinstance(fault, DropFault) and index == min(fault.after, total):
+        await abort(request)
+
+
+async def delay_whole_response(
+    request: web.Request, config: MockConfig, fault: Fault | None, tokens: int
+) -> None:
+    """What a non-streaming caller waits: stall faults, TTFT, then the token time."""
+    if isinstance(fault, StallFault):
+        await asyncio.sleep(fault.seconds)
+    elif isinstance(fault, DropFault):
+        await abort(request)
+    delay = config.ttft_ms / 1000
+    if config.tokens_per_sec:
+        delay += max(tokens - 1, 0) / config.tokens_per_sec
+    if delay:
+        await asyncio.sleep(delay)
+
+
+class Pacer:
+    """Spaces writes `1/rate` apart on an absolute schedule (no drift from sleep overshoot)."""
+
+    __slots__ = ("_due", "_interval")
+
+    def __init__(self, rate: float) -> None:
+        self._interval = 1.0 / rate if rate > 0 else 0.0
+        self._due = 0.0
+
+    async def wait(self) -> None:
+        if not self._interval:
+            return
+        now = asyncio.get_running_loop().time()
+        if self._due > now:
+            await asyncio.sleep(self._due - now)
+            now = self._due
+        self._due = now + self._interval
+
+
+class StreamCounter:
+    """Counts one streamed answer in `Stats` however it ends (use as `with`)."""
+
+    __slots__ = ("_stats",)
+
+    def __init__(self, stats: Stats) -> None:
+        self._stats = stats
+
+    def __enter__(self) -> StreamCounter:
+        self._stats.streams_started += 1
+        self._stats.open_streams += 1
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> bool:
+        self._stats.open_streams -= 1
+        if exc_type is None:
+            self._stats.streams_completed += 1
+            return False
+        if exc_type is Dropped:
+            self._stats.streams_dropped += 1
+            return True  # the transport is gone: nothing more to send
+        if issubclass(exc_type, ConnectionError | asyncio.CancelledError):
+            # The client went away (aiohttp cancels the handler when it does).
+            self._stats.streams_abandoned += 1
+            return issubclass(exc_type, ConnectionError)
+        return False

@@ -1,0 +1,51 @@
+"""OpenAI's Chat Completions dialect: OpenAI itself and every server speaking it.
+
+The same adapter is registered under several names that differ only in their
+default address: `openai`, `openai-compatible` (no default: the operator or the
+credential names the server), `vllm`, `ollama` (its `/v1` API) and `mock`
+(the built-in mock server, for the demo and tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from providers.core.spec import Capability, ProviderSpec
+from providers.openai.adapter import OpenAICompatible
+
+_ALL = Capability.CHAT | Capability.STREAM | Capability.TOOLS | Capability.EMBED
+_ALL |= Capability.VERIFY
+
+SPEC = ProviderSpec(
+    name="openai",
+    capabilities=_ALL,
+    build=OpenAICompatible,
+    default_base_url="https://api.openai.com/v1",
+    auth="bearer",
+    credential_fields=("api_key", "base_url", "organization", "project"),
+    description="OpenAI Chat Completions and Embeddings",
+)
+
+SPECS = (
+    SPEC,
+    replace(
+        SPEC,
+        name="openai-compatible",
+        default_base_url=None,
+        description="any server speaking OpenAI's API; its address comes from the "
+        "operator (FLEET_PROVIDER_URLS) or the credential's base_url",
+    ),
+    replace(SPEC, name="vllm", default_base_url="http://localhost:8000/v1", description="vLLM"),
+    replace(
+        SPEC,
+        name="ollama",
+        default_base_url="http://localhost:11434/v1",
+        description="Ollama's OpenAI-compatible API",
+    ),
+    replace(
+        SPEC,
+        name="mock",
+        default_base_url="http://127.0.0.1:8900/openai/v1",
+        description="the built-in mock server (`llm-fleet mock-provider`), OpenAI dialect",
+    ),
+)
