@@ -24,6 +24,7 @@ from contracts.brokers import DEFAULT_AMQP_URL
 from contracts.client import FleetClient, Restart
 from contracts.frames import Delta, Final
 from contracts.jobs import Credential, EmbedJob, Message, Target
+from providers.mock.app import mock_providers
 from workers.crypto import Keyring, seal
 
 MOCK_KEY = "mock-demo-key"
@@ -146,7 +147,8 @@ async def run_demo(
     amqp_url = env["AMQP_URL"]
     keyring = Keyring.from_env(env)
     mock_port = free_port()
-    env["FLEET_PROVIDER_URLS"] = f"mock=http://127.0.0.1:{mock_port}/v1"
+    mock_url = mock_openai_url(mock_port)
+    env["FLEET_PROVIDER_URLS"] = f"mock={mock_url}"
     logdir = Path(tempfile.mkdtemp(prefix="llm-fleet-demo-"))
     children: list[Child] = []
     try:
@@ -155,7 +157,7 @@ async def run_demo(
             f"(logs in {logdir})"
         )
         children.append(await spawn("mock-provider", _mock_args(mock_port), env, logdir))
-        probes = [wait_http(f"http://127.0.0.1:{mock_port}/v1/models")]
+        probes = [wait_http(f"{mock_url}/models")]
         for i in range(n_workers):
             port = free_port()
             name = f"demo-worker-{i + 1}"
@@ -182,6 +184,12 @@ async def run_demo(
         return 1
     finally:
         await stop(children)
+
+
+def mock_openai_url(port: int) -> str:
+    """Where the mock serves the OpenAI dialect, which the `mock` provider speaks."""
+    openai = next(p for p in mock_providers() if p.prefix == "openai")
+    return f"http://127.0.0.1:{port}/{openai.prefix}{openai.api_path}"
 
 
 def _mock_args(port: int) -> list[str]:

@@ -292,10 +292,16 @@ class Worker:
         watch_channel(notify, session.lost)
         await notify.basic_qos(prefetch_count=16)
         await notify.basic_consume(t.DEAD_NOTIFY_QUEUE, self._on_dead_notice)
-        catalog = await (await session.consume.channel()).get_underlay_channel()
-        watch_channel(catalog, session.lost)
-        await catalog.basic_qos(prefetch_count=8)
-        await catalog.basic_consume(t.CATALOG_QUEUE, self._on_catalog_request)
+        try:
+            catalog = await (await session.consume.channel()).get_underlay_channel()
+            await catalog.basic_qos(prefetch_count=8)
+            await catalog.basic_consume(t.CATALOG_QUEUE, self._on_catalog_request)
+            watch_channel(catalog, session.lost)
+        except BROKER_ERRORS as exc:
+            if session.lost.is_set():
+                raise
+            # Jobs matter more than the catalog: producers asking get a retryable timeout.
+            log.warning("catalog_queue_unavailable", error=repr(exc))
         try:
             await self._read_releases(session)
         except BROKER_ERRORS as exc:
@@ -470,17 +476,22 @@ class Worker:
         delivery = Delivery.of(message, {})
         try:
             request = msgspec.msgpack.decode(delivery.body, type=CatalogRequest)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            request = None
+        except (msgspec.DecodeError, ValueError, TypeError, RecursionError):
+            request = None  # the correlation id may still name it
         rid = request.request_id if request is not None else delivery.correlation_id
         reply_to, publisher = delivery.reply_to, self._publisher
-        if not rid or not reply_to or publisher is None:
-            log.warning("catalog_request_unanswerable", request_id=rid, reply_to=reply_to)
-        else:
-            frame = Catalog(request_id=rid, attempt=1, seq=0, providers=self._executor.catalog())
+        try:
+            if not rid or not reply_to or publisher is None:
+                log.warning("catalog_request_unanswerable", request_id=rid, reply_to=reply_to)
+                return
+            providers = self._executor.catalog()
+            frame = Catalog(request_id=rid, attempt=1, seq=0, providers=providers)
             with contextlib.suppress(ReplyQueueGone):  # its producer left
                 await publisher.publish(reply_to, encode([frame]), 1)
-        await delivery.ack()
+        except Exception:
+            log.exception("catalog_answer_failed", request_id=rid)
+        finally:
+            await delivery.ack()
 
     def _broker_dead_letter_error(self, headers: dict[str, Any]) -> FleetError:
         reason, queue = "rejected", "its queue"

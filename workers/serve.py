@@ -11,7 +11,7 @@ import structlog
 from contracts.errors import ProviderUnavailable
 from providers.core.http import HttpClientPool
 from providers.registry import default_registry
-from workers.config import Settings
+from workers.config import ConfigError, Settings
 from workers.credentials import CredentialResolver, StoredCredentials
 from workers.crypto import Keyring
 from workers.execute import Executor
@@ -56,7 +56,10 @@ async def run_worker(
     # Build the pooled client now: httpx imports its transport stack on first use,
     # which should neither land on the first job's latency nor run deep in a job's stack.
     http.client  # noqa: B018
-    registry = default_registry(http, settings.provider_urls)
+    try:
+        registry = default_registry(http, settings.provider_urls, settings.provider_token_urls)
+    except ValueError as exc:  # an address for a provider this worker does not have
+        raise ConfigError(str(exc)) from None
     executor = Executor(
         registry, CredentialResolver(keyring, vault or owned), settings.retry_policies
     )

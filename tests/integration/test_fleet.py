@@ -54,7 +54,7 @@ async def direct_text(mock: RunningMock, prompt: str, model: str = "mock-chat") 
 
 async def fault_model(mock: RunningMock, prefix: str, spec: str, times: int) -> str:
     """A fresh model name whose next `times` requests get fault `spec` (tests never share one)."""
-    model = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    model = f"mock-{prefix}-{uuid.uuid4().hex[:6]}"
     await mock_admin(mock, "POST", "/_mock/faults", {"spec": spec, "times": times, "model": model})
     return model
 
@@ -192,7 +192,7 @@ class TestRetries:
         self, spawn_worker: SpawnWorker, client: FleetClient, keyring: Keyring, mock: RunningMock
     ) -> None:
         await spawn_worker()
-        model = f"m401-{uuid.uuid4().hex[:6]}"
+        model = f"mock-401-{uuid.uuid4().hex[:6]}"
         before = (await mock_admin(mock, "GET", "/_mock/stats"))["faults_by_kind"].get("401", 0)
         await mock_admin(mock, "POST", "/_mock/faults", {"spec": "401", "times": 3, "model": model})
         with pytest.raises(Unauthorized) as info:
@@ -368,7 +368,7 @@ class TestBadInput:
         before = provider_calls(await mock_admin(mock, "GET", "/_mock/stats"))
         with pytest.raises(Expired):
             await client.chat(
-                sealed_target(keyring, model="m-expired"),
+                sealed_target(keyring, model="mock-expired"),
                 [Message(role="user", content="late")],
                 deadline=time.time() - 1,
             )
@@ -385,10 +385,11 @@ class TestCancellation:
             mock,
             "POST",
             "/_mock/faults",
-            {"spec": "stall-after:2:20", "times": 1, "model": "m-cancel"},
+            {"spec": "stall-after:2:20", "times": 1, "model": "mock-cancel"},
         )
         async for ev in client.stream_chat(
-            sealed_target(keyring, model="m-cancel"), [Message(role="user", content="long answer")]
+            sealed_target(keyring, model="mock-cancel"),
+            [Message(role="user", content="long answer")],
         ):
             if isinstance(ev, Delta):
                 break
@@ -405,7 +406,7 @@ class TestCancellation:
             mock,
             "POST",
             "/_mock/faults",
-            {"spec": "stall-after:1:1", "times": 1, "model": "m-gone"},
+            {"spec": "stall-after:1:1", "times": 1, "model": "mock-gone"},
         )
         conn = await aio_pika.connect(amqp_url)
         channel = await conn.channel(publisher_confirms=True)
@@ -413,7 +414,7 @@ class TestCancellation:
         job = ChatJob(
             v=1,
             request_id="gone-1",
-            target=sealed_target(keyring, model="m-gone"),
+            target=sealed_target(keyring, model="mock-gone"),
             messages=[Message(role="user", content="x")],
         )
         exchange = await channel.get_exchange(t.JOBS_EXCHANGE)

@@ -563,7 +563,7 @@ async def test_fuzzed_messages_never_disturb_valid_jobs(
     dead_letters: DeadLetters,
 ) -> None:
     worker = await spawn_worker(env={"FLEET_MAX_JOB_BYTES": "65536"})
-    tripwire_model = f"never-asked-{uuid.uuid4().hex[:6]}"
+    tripwire_model = f"mock-never-asked-{uuid.uuid4().hex[:6]}"
     # If a bad-options job ever reached the mock, it would use up this fault (and get a 401).
     await mock_admin(
         mock, "POST", "/_mock/faults", {"spec": "401", "times": 1000, "model": tripwire_model}

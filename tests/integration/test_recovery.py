@@ -39,7 +39,7 @@ class TestCrashCount:
     ) -> None:
         """Each worker dies holding the job (as if the job killed it): after
         FLEET_DELIVERY_LIMIT deaths the job is answered as dead and kept in llm.dead."""
-        model = f"m-killer-{uuid.uuid4().hex[:6]}"
+        model = f"mock-killer-{uuid.uuid4().hex[:6]}"
         await _stall(mock, model, "stall-after:1:30", 10)
         env = {"FLEET_DELIVERY_LIMIT": "2"}
         conn = await aio_pika.connect(amqp_url)
@@ -74,7 +74,7 @@ class TestCrashCount:
         """With a limit of one crash, a job in flight through a broker restart is still
         answered: its worker survived and said so (the broker alone counts a return)."""
         await purge_fleet_queues(private_broker.url)
-        model = f"m-restarts-{uuid.uuid4().hex[:6]}"
+        model = f"mock-restarts-{uuid.uuid4().hex[:6]}"
         await _stall(mock, model, "stall-after:2:6", 2)
         env = {"AMQP_URL": private_broker.url, "FLEET_DELIVERY_LIMIT": "1"}
         worker = await spawn_worker(env=env)
@@ -142,7 +142,7 @@ class TestRepliesSurvive:
         """The node holding the client's reply queue stops mid-answer: the client
         moves to another node, publishes its requests in flight again, and every
         caller gets one clean answer."""
-        model = f"m-lostq-{uuid.uuid4().hex[:6]}"
+        model = f"mock-lostq-{uuid.uuid4().hex[:6]}"
         await _stall(mock, model, "stall-after:2:3", 5)
         prompts = [f"lost queue {i}" for i in range(5)]
         async with FleetClient(broker_cluster.urls, default_timeout=120) as c:

@@ -34,9 +34,9 @@ async def test_canary_key_never_leaks(
         await original(message)
 
     client._on_reply = tap  # type: ignore[method-assign]
-    failing = f"canary-fail-{uuid.uuid4().hex[:6]}"
+    failing = f"mock-canary-fail-{uuid.uuid4().hex[:6]}"
     await mock_admin(mock, "POST", "/_mock/faults", {"spec": "500", "times": 20, "model": failing})
-    denied = f"canary-401-{uuid.uuid4().hex[:6]}"
+    denied = f"mock-canary-401-{uuid.uuid4().hex[:6]}"
     await mock_admin(mock, "POST", "/_mock/faults", {"spec": "401", "times": 1, "model": denied})
     async with client:
         good = sealed_target(keyring, key=CANARY_KEY)
@@ -45,7 +45,7 @@ async def test_canary_key_never_leaks(
             pass
         assert (await client.chat(good, msgs)).message is not None
         assert (
-            await client.embed(sealed_target(keyring, model="e", key=CANARY_KEY), ["a", "b"])
+            await client.embed(sealed_target(keyring, model="mock-e", key=CANARY_KEY), ["a", "b"])
         ).embeddings
         assert (await client.verify(good)).ok
         for model in (failing, denied):
@@ -57,7 +57,7 @@ async def test_canary_key_never_leaks(
             await client.chat(unknown, msgs)
         mismatched = sealed_target(keyring, key=CANARY_KEY)
         mismatched = type(mismatched)(
-            provider="openai", model="x", credential=mismatched.credential
+            provider="openai", model="mock-x", credential=mismatched.credential
         )
         with pytest.raises(FleetError):
             await client.chat(mismatched, msgs)

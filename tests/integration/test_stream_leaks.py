@@ -77,7 +77,7 @@ async def test_gone_reply_queue_closes_the_provider_stream(
     spawn_worker: SpawnWorker, amqp_url: str, keyring: Keyring, mock: RunningMock
 ) -> None:
     worker = await spawn_worker()
-    model = f"m-leak-gone-{uuid.uuid4().hex[:6]}"
+    model = f"mock-leak-gone-{uuid.uuid4().hex[:6]}"
     # A worker learns that its reply queue is gone only when a publish comes back,
     # and during a stall it publishes nothing. So the first attempt is a 429: while
     # the job waits out retry-after, its start frame goes out alone and comes back,

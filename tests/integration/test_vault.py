@@ -528,7 +528,7 @@ async def test_revocation_reaches_workers_holding_a_cached_row(
     """A worker caching encrypted rows for a minute refuses a credential right after revoke."""
     cid = await vault.add("t1", "mock", "cached", {"api_key": MOCK_KEY})
     await spawn_worker(env={"DATABASE_URL": vault_db, "FLEET_VAULT_CACHE_SECONDS": "60"})
-    target = Target(provider="mock", model="m", credential=Credential(id=cid))
+    target = Target(provider="mock", model="mock-model", credential=Credential(id=cid))
     msgs = [Message(role="user", content="cache me")]
     assert (await client.chat(target, msgs)).message is not None  # the row is now cached
     res = await fleet_cli("creds", "revoke", cid)

@@ -342,11 +342,11 @@ async def test_reply_queue_gone_hangs_up_on_a_real_http_provider() -> None:
         request_id="r",
         messages=[Message(role="user", content="x")],
         stream=True,
-        target=sealed(ring, "mock", model="stalls"),
+        target=sealed(ring, "mock", model="mock-stalls"),
     )
     admin = httpx.AsyncClient(base_url=mock.root + "/_mock")
     try:
-        fault = {"spec": "stall-after:3:30", "times": 1, "model": "stalls"}
+        fault = {"spec": "stall-after:3:30", "times": 1, "model": "mock-stalls"}
         (await admin.post("/faults", json=fault)).raise_for_status()
         executor = Executor(registry, CredentialResolver(ring), RetryPolicy())
         with loop_hygiene():
