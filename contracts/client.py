@@ -161,6 +161,7 @@ class _Inbox:
                 submission=frame.submission,
                 text=message.text(),
                 tool_calls=tools,
+                refusal=message.refusal or "",
             )
             self.queue.put_nowait(catch_up)
         self._deliver(frame)

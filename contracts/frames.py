@@ -41,6 +41,7 @@ class ToolCallDelta(Struct, kw_only=True, omit_defaults=True):
 class Delta(FrameBase, tag="delta"):
     text: str = ""
     tool_calls: list[ToolCallDelta] = msgspec.field(default_factory=list)
+    refusal: str = ""  # pieces of `Message.refusal`, as the provider streams them
 
 
 class Usage(Struct, kw_only=True, omit_defaults=True):

@@ -53,6 +53,9 @@ class Message(Struct, kw_only=True, omit_defaults=True):
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
     name: str | None = None
+    # An assistant's refusal to answer, apart from `content` (OpenAI's structured
+    # outputs send it as `refusal`); producers show it instead of an answer.
+    refusal: str | None = None
 
     def text(self) -> str:
         if self.content is None:

@@ -2,9 +2,13 @@
 
 Producers migrating from the system we replace send keys such as
 `model.temperature` with loosely typed values (numbers as strings, stop lists
-as comma-separated text). Unknown keys are ignored; a known key with a value
-that cannot be coerced, or that holds NaN or infinity anywhere (JSON cannot
-carry them to the provider), is a `ContractError` naming `options.<key>`.
+as comma-separated text, `response_format` as a bare type name, `metadata` as
+a JSON string). Each key means what it meant there (shared/reference/
+rapida-integration-api.md, "`model.*` keys honoured"): `max_completion_tokens`
+is the answer's token limit, kept as `max_tokens` here and sent under whichever
+name the provider and model want. Unknown keys are ignored; a known key with a
+value that cannot be coerced, or that holds NaN or infinity anywhere (JSON
+cannot carry them to the provider), is a `ContractError` naming `options.<key>`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,11 @@ class ModelOptions:
     presence_penalty: float | None = None
     seed: int | None = None
     response_format: dict[str, Any] | None = None
+    user: str | None = None
+    reasoning_effort: str | None = None
+    service_tier: str | None = None
+    top_logprobs: int | None = None
+    metadata: dict[str, str] | None = None
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> ModelOptions:
@@ -93,6 +102,26 @@ def _json_object(v: Any) -> dict[str, Any]:
     return v
 
 
+_FORMAT_TYPES = ("text", "json_object", "json_schema")
+
+
+def _response_format(v: Any) -> dict[str, Any]:
+    if isinstance(v, str) and v.strip() in _FORMAT_TYPES:
+        return {"type": v.strip()}  # the seed's bare `json_object`
+    value = _json_object(v)
+    schema = value.get("json_schema")
+    if isinstance(schema, str):  # the schema itself sent as JSON text
+        value = {**value, "json_schema": _json_object(schema)}
+    return value
+
+
+def _metadata(v: Any) -> dict[str, str]:
+    value = _json_object(v)
+    if not all(isinstance(k, str) and isinstance(x, str) for k, x in value.items()):
+        raise TypeError("expected an object of strings")
+    return value
+
+
 def _tool_choice(v: Any) -> str | dict[str, Any]:
     if isinstance(v, str):
         if v.startswith("{"):
@@ -111,5 +140,10 @@ _COERCERS: dict[str, Callable[[Any], Any]] = {
     "frequency_penalty": _float,
     "presence_penalty": _float,
     "seed": _int,
-    "response_format": _json_object,
+    "response_format": _response_format,
+    "user": _str,
+    "reasoning_effort": _str,
+    "service_tier": _str,
+    "top_logprobs": _int,
+    "metadata": _metadata,
 }

@@ -29,7 +29,7 @@ from providers.core.spec import (
 __all__ = ["BUILTIN", "Provider", "ProviderRegistry", "builtin_specs", "default_registry"]
 
 # Provider packages whose `SPECS` the default registry serves.
-BUILTIN: tuple[str, ...] = ("openai",)
+BUILTIN: tuple[str, ...] = ("openai", "anthropic")
 
 
 def builtin_specs() -> list[ProviderSpec]:
@@ -146,7 +146,7 @@ def default_registry(
         token_url = token_urls.get(spec.name, spec.default_token_url)
         context = ProviderContext(spec.name, http, base_url, token_url)
         registry.register(spec, spec.build(context), base_url)
-    unknown = sorted(set(base_urls) - set(registry.names()))
+    unknown = sorted((set(base_urls) | set(token_urls)) - set(registry.names()))
     if unknown:
         # A typo here would otherwise send traffic to the default address silently.
         raise ValueError(f"addresses given for unknown providers: {', '.join(unknown)}")

@@ -25,6 +25,7 @@ from providers.core.spec import Capability
 from providers.core.types import (
     ChatRequest,
     EmbedRequest,
+    RefusalDelta,
     RerankRequest,
     Secret,
     StreamEnd,
@@ -175,6 +176,7 @@ async def _chat(job: ChatJob, call: _Call) -> dict[str, Any]:
 async def _stream_chat(req: ChatRequest, call: _Call) -> dict[str, Any]:
     state, stream = call.state, call.stream
     parts: list[str] = []
+    refusal: list[str] = []
     tools = _ToolAssembler()
     end: StreamEnd | None = None
     t0 = time.monotonic()
@@ -203,11 +205,19 @@ async def _stream_chat(req: ChatRequest, call: _Call) -> dict[str, Any]:
                     d = ev.delta
                     tools.add(d.index, d.id, d.name, d.arguments)
                     stream.tool(d)
+                elif type(ev) is RefusalDelta:
+                    refusal.append(ev.text)
+                    stream.refusal(ev.text)
                 elif type(ev) is StreamEnd:
                     end = ev
     finally:
         state.provider_time += time.monotonic() - t0
-    message = Message(role="assistant", content="".join(parts) or None, tool_calls=tools.calls())
+    message = Message(
+        role="assistant",
+        content="".join(parts) or None,
+        tool_calls=tools.calls(),
+        refusal="".join(refusal) or None,
+    )
     return {
         "message": message,
         "finish_reason": end.finish_reason if end else None,

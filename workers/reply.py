@@ -248,6 +248,7 @@ class ReplyStream:
         self._seq = 0
         self._text: list[str] = []
         self._tools: list[ToolCallDelta] = []
+        self._refusal: list[str] = []
         self._queued = False
         self._failure: BaseException | None = None
         self.frames = 0
@@ -290,6 +291,13 @@ class ReplyStream:
         self._tools.append(delta)
         self._mark()
 
+    def refusal(self, piece: str) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if piece:
+            self._refusal.append(piece)
+            self._mark()
+
     def _mark(self) -> None:
         if self.first_delta_at is None:
             self.first_delta_at = time.monotonic()
@@ -302,7 +310,9 @@ class ReplyStream:
         if entry.frame_cls is Delta:
             self._queued = False
             fields: dict[str, Any] = {"text": "".join(self._text), "tool_calls": self._tools}
-            self._text, self._tools = [], []
+            if self._refusal:
+                fields["refusal"] = "".join(self._refusal)
+            self._text, self._tools, self._refusal = [], [], []
         else:
             fields = entry.fields or {}
         metrics = fields.get("metrics")
@@ -334,7 +344,7 @@ class ReplyStream:
 
     async def fail(self, **fields: Any) -> None:
         """Queue an error frame (text not yet sent is dropped) and wait for its confirm."""
-        self._text, self._tools = [], []
+        self._text, self._tools, self._refusal = [], [], []
         if isinstance(self._failure, ReplyQueueGone):
             raise self._failure
         await self._push_confirmed(Error, fields)

@@ -65,7 +65,14 @@ class StreamEnd:
     usage: Usage
 
 
-StreamEvent = TextDelta | ToolDelta | StreamEnd
+@dataclass(frozen=True, slots=True)
+class RefusalDelta:
+    """A piece of the model's refusal to answer (kept apart from the answer text)."""
+
+    text: str
+
+
+StreamEvent = TextDelta | ToolDelta | RefusalDelta | StreamEnd
 
 
 @dataclass(frozen=True, slots=True)

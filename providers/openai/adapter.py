@@ -1,91 +1,81 @@
 """Adapter for the OpenAI Chat Completions / Embeddings API and compatible servers.
 
-One class serves OpenAI, vLLM, Ollama's `/v1`, the HF router, the local mock and
-anything else speaking the same dialect; instances differ only in name and
-default base URL (see `providers.registry`). The streaming path does one
-`json.loads` per SSE event and touches plain dicts only.
+One class serves OpenAI, Azure, vLLM, Ollama's `/v1`, the HF router, the local
+mock and anything else speaking the same dialect; instances differ only in name
+and default base URL (see `providers.registry`). The streaming path decodes each
+SSE event once and touches plain dicts only.
+
+What real servers send, and what the adapter makes of it (checked against the
+recordings in shared/reference/transcripts/openai):
+
+* Choices are told apart by their `index`: the fleet answers with choice 0, and
+  the chunks of other choices (`n > 1`, interleaved one choice per chunk) are
+  skipped rather than mixed into its text.
+* Refusals (`message.refusal`, or streamed `delta.refusal` fragments with
+  `content: null`) reach the caller as `Message.refusal` (and `RefusalDelta`s,
+  which workers send as the `refusal` of delta frames), apart from the text.
+* A `content_filter` finish reason (OpenAI, Azure) and a 400 with code
+  `content_filter` both raise `ContentFiltered`.
+* Azure's filter-only first chunk (`choices: []`, `prompt_filter_results`, empty
+  id and model) and chunks without usage are taken in stride; vLLM's tool-call
+  header without `arguments` and Ollama's whole tool call per chunk (each with
+  its own `index`, `role` repeated) assemble like OpenAI's fragments.
+* Usage details become `Usage.cached_input_tokens` (`prompt_tokens_details.
+  cached_tokens`) and `Usage.reasoning_tokens` (`completion_tokens_details.
+  reasoning_tokens`); None when the server does not report them.
+* Errors are classified from `type` and `code` together, as OpenAI has spelled
+  them over the years (`ERRORS`).
+* `max_tokens` is sent as `max_completion_tokens` to OpenAI's reasoning models,
+  which refuse the old name; other servers get `max_tokens`, which they all know.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
-import msgspec
 
-from contracts.errors import (
-    BadRequest,
-    ContentFiltered,
-    InternalError,
-    NotFound,
-    ProviderUnavailable,
-    QuotaExceeded,
-)
-from contracts.frames import ToolCallDelta, Usage
-from contracts.jobs import ContentPart, Message, Tool, ToolCall
+from contracts.errors import BadRequest, ProviderUnavailable
+from contracts.jobs import ContentPart, Message, Tool
 from providers.core.api import ApiClient, decode_object, drain
 from providers.core.auth import HeaderAuth, header_value
-from providers.core.errors import ErrorTable
-from providers.core.packing import pack_rows, vector_bytes
 from providers.core.spec import ProviderContext
-from providers.core.sse import ServerSentEvent, aiter_sse
+from providers.core.sse import aiter_sse
 from providers.core.types import (
     ChatRequest,
     ChatResult,
     EmbedRequest,
     EmbedResult,
     Secret,
-    StreamEnd,
     StreamEvent,
-    TextDelta,
-    ToolDelta,
     VerifyResult,
 )
+from providers.openai.errors import ERRORS
+from providers.openai.models import is_reasoning_model
+from providers.openai.parse import StreamState, parse_chat_response, parse_embeddings
 from providers.options import ModelOptions
 
 __all__ = ["ERRORS", "OpenAICompatible", "chat_body", "parse_chat_response"]
 
-# Options copied verbatim when set; `stop` and `tool_choice` need reshaping.
+# Options copied verbatim when set; `max_tokens`, `stop`, `tool_choice` and
+# `top_logprobs` need reshaping.
 _PLAIN_OPTIONS = (
     "temperature",
-    "max_tokens",
     "top_p",
     "frequency_penalty",
     "presence_penalty",
     "seed",
     "response_format",
+    "user",
+    "reasoning_effort",
+    "service_tier",
+    "metadata",
 )
-
-# OpenAI's error vocabulary as it has been sent over the years (and by Azure,
-# vLLM and the servers copying it). In-stream errors carry no HTTP status, so
-# the status comes from the code or type.
-ERRORS = ErrorTable(
-    statuses={
-        "invalid_request_error": 400,
-        "context_length_exceeded": 400,
-        "content_filter": 400,
-        "invalid_api_key": 401,
-        "authentication_error": 401,
-        "permission_error": 403,
-        "model_not_found": 404,
-        "not_found_error": 404,
-        "rate_limit_exceeded": 429,
-        "rate_limit_error": 429,
-        "insufficient_quota": 429,
-        "server_error": 500,
-        "overloaded_error": 529,
-    },
-    classes={
-        "insufficient_quota": QuotaExceeded,
-        "billing_hard_limit_reached": QuotaExceeded,
-        "content_filter": ContentFiltered,
-        "model_not_found": NotFound,
-        "DeploymentNotFound": NotFound,
-    },
-)
+# Providers that are OpenAI itself (the mock plays it), where reasoning models
+# refuse `max_tokens`; servers copying the API may not know the newer name.
+_OPENAI_ITSELF = frozenset({"openai", "mock"})
 
 
 class OpenAICompatible:
@@ -122,7 +112,7 @@ class OpenAICompatible:
         self, req: ChatRequest, secret: Secret
     ) -> AsyncGenerator[StreamEvent, None]:
         body = chat_body(self.name, req, stream=True)
-        state = _StreamState(self.name, secret)
+        state = StreamState(self.name, secret)
         async with (
             self._api.stream("POST", "/chat/completions", secret, body) as response,
             contextlib.aclosing(aiter_sse(response.aiter_bytes())) as events,
@@ -180,7 +170,7 @@ def chat_body(provider: str, req: ChatRequest, *, stream: bool) -> dict[str, Any
     }
     if req.tools:
         body["tools"] = [_tool(t) for t in req.tools]
-    body.update(_options(provider, req.options))
+    body.update(_options(provider, req.model, req.options))
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -230,12 +220,25 @@ def _tool(tool: Tool) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
-def _options(provider: str, options: ModelOptions) -> dict[str, Any]:
+def _options(provider: str, model: str, options: ModelOptions) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in _PLAIN_OPTIONS:
         value = getattr(options, name)
         if value is not None:
             out[name] = value
+    openai_reasoning = provider in _OPENAI_ITSELF and is_reasoning_model(model)
+    if options.max_tokens is not None:
+        # OpenAI's reasoning models refuse the old name; other servers may not know
+        # the new one.
+        name = "max_completion_tokens" if openai_reasoning else "max_tokens"
+        out[name] = options.max_tokens
+    if provider in _OPENAI_ITSELF and not openai_reasoning:
+        # OpenAI answers a 400 to reasoning_effort on a model that does not reason.
+        out.pop("reasoning_effort", None)
+    if options.top_logprobs is not None:
+        # OpenAI refuses top_logprobs unless logprobs are asked for too.
+        out["logprobs"] = True
+        out["top_logprobs"] = options.top_logprobs
     if options.stop is not None:
         out["stop"] = list(options.stop)
     if options.tool_choice is not None:
@@ -251,183 +254,3 @@ def _tool_choice(provider: str, choice: str | dict[str, Any]) -> str | dict[str,
     if "function" in choice:
         return {"type": "function", "function": choice["function"]}
     raise BadRequest(f"{provider}: unsupported tool_choice {sorted(choice)!r}")
-
-
-# -- response parsing -------------------------------------------------------------
-
-
-# Once per streamed token: msgspec's JSON decoder builds the same dicts in about a
-# third of json.loads' time.
-_decode_event = msgspec.json.Decoder().decode
-
-
-def _usage(raw: Any) -> Usage:
-    if not isinstance(raw, dict):
-        return Usage()
-    prompt = raw.get("prompt_tokens") or 0
-    completion = raw.get("completion_tokens") or 0
-    total = raw.get("total_tokens") or prompt + completion
-    return Usage(input_tokens=prompt, output_tokens=completion, total_tokens=total)
-
-
-def _arguments(raw: Any) -> str:
-    if raw is None:
-        return ""
-    if isinstance(raw, str):
-        return raw
-    return json.dumps(raw, ensure_ascii=False, separators=(",", ":"))  # Ollama-style objects
-
-
-def _content_text(content: Any) -> str | None:
-    if content is None or isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            p.get("text") or "" for p in content if isinstance(p, dict) and p.get("type") == "text"
-        )
-    return None
-
-
-def parse_chat_response(provider: str, payload: Mapping[str, Any]) -> ChatResult:
-    """`ChatResult` from a non-streaming chat completion body."""
-    choices = payload.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise InternalError(f"{provider}: response has no choices")
-    try:
-        return _chat_result(choices[0], payload.get("usage"))
-    except (AttributeError, TypeError):
-        raise InternalError(f"{provider}: malformed chat completion") from None
-
-
-def _chat_result(choice: dict[str, Any], usage: Any) -> ChatResult:
-    raw = choice.get("message") or {}
-    calls = [
-        ToolCall(
-            id=c.get("id") or f"call_{i}",
-            name=(c.get("function") or {}).get("name") or "",
-            arguments=_arguments((c.get("function") or {}).get("arguments")),
-        )
-        for i, c in enumerate(raw.get("tool_calls") or [])
-    ]
-    message = Message(
-        role="assistant",
-        content=_content_text(raw.get("content")),
-        tool_calls=calls or None,
-    )
-    return ChatResult(
-        message=message,
-        finish_reason=choice.get("finish_reason"),
-        usage=_usage(usage),
-    )
-
-
-def parse_embeddings(provider: str, payload: Mapping[str, Any], *, expected: int) -> EmbedResult:
-    """Packed little-endian float32 rows, ordered by `index`, from an embeddings body."""
-    items = payload.get("data")
-    if not isinstance(items, list):
-        raise InternalError(f"{provider}: expected {expected} embeddings, got 0")
-    ordered = sorted(enumerate(items), key=lambda pair: _index(pair[1], pair[0]))
-    # A server ignoring encoding_format=base64 (e.g. Ollama) sends numbers instead.
-    rows = [
-        vector_bytes(provider, item.get("embedding") if isinstance(item, dict) else None)
-        for _, item in ordered
-    ]
-    usage = _usage(payload.get("usage"))
-    usage = Usage(input_tokens=usage.input_tokens, total_tokens=usage.total_tokens)
-    return pack_rows(provider, rows, expected=expected, usage=usage)
-
-
-def _index(item: Any, position: int) -> int:
-    index = item.get("index") if isinstance(item, dict) else None
-    return index if isinstance(index, int) else position
-
-
-# -- streaming ---------------------------------------------------------------------
-
-
-class _StreamState:
-    """Per-stream bookkeeping: finish reason, usage, tool-call indexes, [DONE]."""
-
-    __slots__ = (
-        "_ids",
-        "_last_index",
-        "_next_index",
-        "_provider",
-        "_secret",
-        "done",
-        "finish_reason",
-        "usage",
-    )
-
-    def __init__(self, provider: str, secret: Secret) -> None:
-        self._provider = provider
-        self._secret = secret
-        self.done = False
-        self.finish_reason: str | None = None
-        self.usage = Usage()
-        # Only used for servers that omit `index` on tool-call deltas.
-        self._ids: dict[str, int] = {}
-        self._next_index = 0
-        self._last_index = 0
-
-    def feed(self, sse: ServerSentEvent) -> list[StreamEvent]:
-        data = sse.data
-        if data == "[DONE]":
-            self.done = True
-            return []
-        try:
-            return self._chunk(_decode_event(data))
-        except (ValueError, AttributeError, TypeError, msgspec.DecodeError):
-            # Not JSON, or JSON of the wrong shape (a dict where we expect one).
-            raise ProviderUnavailable(f"{self._provider}: malformed stream event") from None
-
-    def _chunk(self, chunk: dict[str, Any]) -> list[StreamEvent]:
-        error = chunk.get("error")
-        if error:
-            raise ERRORS.from_payload(self._provider, error, self._secret)
-        usage = chunk.get("usage")
-        if usage:
-            self.usage = _usage(usage)
-        choices = chunk.get("choices")
-        if not choices:
-            return []
-        choice = choices[0]
-        reason = choice.get("finish_reason")
-        if reason:
-            self.finish_reason = reason
-        delta = choice.get("delta")
-        if not delta:
-            return []
-        out: list[StreamEvent] = []
-        text = delta.get("content")
-        if text:
-            out.append(TextDelta(text))
-        calls = delta.get("tool_calls")
-        if calls:
-            out.extend(ToolDelta(self._tool_delta(call)) for call in calls)
-        return out
-
-    def _tool_delta(self, call: dict[str, Any]) -> ToolCallDelta:
-        function = call.get("function") or {}
-        call_id = call.get("id") or None
-        index = call.get("index")
-        if not isinstance(index, int):
-            index = self._infer_index(call_id)
-        self._next_index = max(self._next_index, index + 1)
-        self._last_index = index
-        return ToolCallDelta(
-            index=index,
-            id=call_id,
-            name=function.get("name") or None,
-            arguments=_arguments(function.get("arguments")),
-        )
-
-    def _infer_index(self, call_id: str | None) -> int:
-        if call_id is None:
-            return self._last_index  # a continuation of the current call
-        if call_id not in self._ids:
-            self._ids[call_id] = self._next_index
-        return self._ids[call_id]
-
-    def end(self) -> StreamEnd:
-        return StreamEnd(finish_reason=self.finish_reason, usage=self.usage)

@@ -18,19 +18,21 @@ import httpx
 import pytest
 from aiormq.exceptions import ChannelInvalidStateError
 
-from contracts.errors import ContractError
+from contracts.errors import BadRequest, ContractError
 from contracts.frames import Usage
-from contracts.jobs import ChatJob, Credential, Message, Target, Tool
+from contracts.jobs import ChatJob, Credential, EmbedJob, Message, Target, Tool
 from providers.core.http import HttpClientPool
-from providers.core.spec import ProviderContext
+from providers.core.spec import Capability, ProviderContext, ProviderSpec
 from providers.core.types import (
     ChatRequest,
     ChatResult,
     EmbedRequest,
     EmbedResult,
+    RefusalDelta,
     RerankRequest,
     RerankResult,
     Secret,
+    StreamEnd,
     StreamEvent,
     VerifyResult,
 )
@@ -366,3 +368,85 @@ async def test_reply_queue_gone_hangs_up_on_a_real_http_provider() -> None:
         await admin.aclose()
         await pool.aclose()
         await mock.close()
+
+
+# -- capabilities and refusals ---------------------------------------------------------
+
+
+class Recording:
+    """A reply stream that keeps what the executor sends."""
+
+    first_delta_at = None
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any]] = []
+
+    def text(self, piece: str) -> None:
+        self.sent.append(("text", piece))
+
+    def tool(self, delta: Any) -> None:
+        self.sent.append(("tool", delta))
+
+    def refusal(self, piece: str) -> None:
+        self.sent.append(("refusal", piece))
+
+
+class Refuser:
+    """Streams a refusal the way OpenAI's structured outputs do."""
+
+    async def stream_chat(self, req: ChatRequest, secret: Secret) -> AsyncIterator[StreamEvent]:
+        yield RefusalDelta("I can't")
+        yield RefusalDelta(" help.")
+        yield StreamEnd(finish_reason="stop", usage=Usage(input_tokens=3, output_tokens=2))
+
+
+class ChatOnly:
+    """An API that cannot stream: the executor must answer a streamed job in one delta."""
+
+    async def chat(self, req: ChatRequest, secret: Secret) -> ChatResult:
+        return ChatResult(
+            message=Message(role="assistant", content="whole answer"),
+            finish_reason="stop",
+            usage=Usage(input_tokens=1, output_tokens=2, total_tokens=3),
+        )
+
+
+def chat_job(ring: Keyring, provider: str, **fields: Any) -> ChatJob:
+    return ChatJob(
+        v=1,
+        request_id="r",
+        messages=[Message(role="user", content="x")],
+        target=sealed(ring, provider),
+        **fields,
+    )
+
+
+async def test_a_streamed_refusal_reaches_deltas_and_the_final_message() -> None:
+    ring = new_ring()
+    registry = ProviderRegistry()
+    registry.register_adapter("refuser", Refuser())
+    stream = Recording()
+    executor = Executor(registry, CredentialResolver(ring), RetryPolicy())
+    fields = await executor.run(chat_job(ring, "refuser"), stream, RunState())  # type: ignore[arg-type]
+    assert stream.sent == [("refusal", "I can't"), ("refusal", " help.")]
+    assert fields["message"].refusal == "I can't help."
+    assert fields["message"].content is None and fields["finish_reason"] == "stop"
+
+
+async def test_capabilities_decide_before_any_call() -> None:
+    ring = new_ring()
+    registry = ProviderRegistry()
+    registry.register(
+        ProviderSpec.custom("plain", Capability.CHAT), ChatOnly()
+    )  # no STREAM, no TOOLS
+    executor = Executor(registry, CredentialResolver(ring), RetryPolicy())
+    stream = Recording()
+    fields = await executor.run(chat_job(ring, "plain"), stream, RunState())  # type: ignore[arg-type]
+    assert stream.sent == [("text", "whole answer")]
+    assert fields["message"].content == "whole answer"
+    with pytest.raises(BadRequest, match="provider 'plain' does not support tools"):
+        job = chat_job(ring, "plain", tools=[Tool(name="t")])
+        await executor.run(job, Recording(), RunState())  # type: ignore[arg-type]
+    with pytest.raises(BadRequest, match="provider 'plain' does not support embed"):
+        embed = EmbedJob(v=1, request_id="e", inputs=["a"], target=sealed(ring, "plain"))
+        await executor.run(embed, Recording(), RunState())  # type: ignore[arg-type]

@@ -77,6 +77,46 @@ class TestModelOptions:
             7,
         )
         assert o.response_format == {"type": "json_object"} and o.tool_choice == "auto"
+        assert o.reasoning_effort == "high"
+
+    @pytest.mark.parametrize("kind", ["json_object", "json_schema", "text", " json_object "])
+    def test_response_format_as_a_bare_type_name(self, kind: str) -> None:
+        o = ModelOptions.from_mapping({"model.response_format": kind})
+        assert o.response_format == {"type": kind.strip()}
+
+    def test_the_rest_of_the_seeds_openai_keys(self) -> None:
+        schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+        o = ModelOptions.from_mapping(
+            {
+                "model.user": "user-7",
+                "model.service_tier": "flex",
+                "model.top_logprobs": "3",
+                "model.metadata": '{"team": "search", "run": "7"}',
+                "model.response_format": {
+                    "type": "json_schema",
+                    "json_schema": json.dumps({"name": "a", "schema": schema}),
+                },
+            }
+        )
+        assert (o.user, o.service_tier, o.top_logprobs) == ("user-7", "flex", 3)
+        assert o.metadata == {"team": "search", "run": "7"}
+        assert o.response_format == {
+            "type": "json_schema",
+            "json_schema": {"name": "a", "schema": schema},
+        }
+
+    @pytest.mark.parametrize(
+        ("raw", "field"),
+        [
+            ({"model.metadata": '{"n": 1}'}, "options.model.metadata"),
+            ({"model.response_format": "xml"}, "options.model.response_format"),
+            ({"model.top_logprobs": "many"}, "options.model.top_logprobs"),
+        ],
+    )
+    def test_bad_seed_values_name_the_field(self, raw: dict[str, object], field: str) -> None:
+        with pytest.raises(ContractError) as info:
+            ModelOptions.from_mapping(raw)
+        assert info.value.field == field
 
     @pytest.mark.parametrize(
         ("raw", "field"),

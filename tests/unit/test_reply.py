@@ -88,3 +88,18 @@ async def test_a_frame_that_cannot_be_built_fails_its_job_not_the_batch() -> Non
     assert [(f.request_id, f.seq) for f in frames if f.request_id == "bad"] == [("bad", 0)]
     bad.close()
     good.close()
+
+
+async def test_refusal_pieces_travel_in_delta_frames_apart_from_text() -> None:
+    channel = Channel()
+    pub = ReplyPublisher(channel, CoalesceSettings(interval=0.0, start_hold=0.0))  # type: ignore[arg-type]
+    stream = ReplyStream(pub, reply_to="q", request_id="r", attempt=1)
+    stream.refusal("I can't")
+    stream.refusal(" help.")
+    await asyncio.sleep(0.01)
+    stream.text("plain")
+    await asyncio.sleep(0.01)
+    deltas = [f for body in channel.bodies for f in decode_frames(body) if type(f) is Delta]
+    assert "".join(d.refusal for d in deltas) == "I can't help."
+    assert "".join(d.text for d in deltas) == "plain"
+    stream.close()

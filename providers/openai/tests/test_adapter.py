@@ -39,6 +39,7 @@ from providers.core.spec import ProviderContext
 from providers.core.types import (
     ChatRequest,
     EmbedRequest,
+    RefusalDelta,
     Secret,
     StreamEnd,
     StreamEvent,
@@ -952,3 +953,237 @@ async def test_default_registry(pools: list[HttpClientPool]) -> None:
         registry.get("openai").reranker()
     with pytest.raises(ValueError, match="unknown providers: opneai"):
         default_registry(pool, base_urls={"opneai": "http://x"})
+
+
+# -- what real servers send ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "sent", "effort"),
+    [
+        ("openai", "o3-mini", "max_completion_tokens", "high"),
+        ("openai", "gpt-5-mini", "max_completion_tokens", "high"),
+        ("mock", "o1-2024-12-17", "max_completion_tokens", "high"),
+        ("openai", "gpt-4o", "max_tokens", None),
+        ("vllm", "o3-mini", "max_tokens", "high"),
+        ("openai-compatible", "gpt-5", "max_tokens", "high"),
+    ],
+)
+async def test_token_limit_name_and_reasoning_effort_follow_the_model(
+    adapter: Callable[..., OpenAICompatible],
+    provider: str,
+    model: str,
+    sent: str,
+    effort: str | None,
+) -> None:
+    rec = Recorder(lambda r: httpx.Response(200, json=OK_CHAT))
+    options = ModelOptions.from_mapping(
+        {"model.max_completion_tokens": "12", "model.reasoning_effort": "high"}
+    )
+    req = ChatRequest(model=model, messages=[Message(role="user", content="hi")], options=options)
+    await adapter(rec, name=provider).chat(req, SECRET)
+    assert rec.body[sent] == 12
+    assert {"max_tokens", "max_completion_tokens"} & set(rec.body) == {sent}
+    assert rec.body.get("reasoning_effort") == effort
+
+
+async def test_seed_only_options_are_sent(adapter: Callable[..., OpenAICompatible]) -> None:
+    rec = Recorder(lambda r: httpx.Response(200, json=OK_CHAT))
+    options = ModelOptions.from_mapping(
+        {
+            "model.user": "u-1",
+            "model.service_tier": "flex",
+            "model.top_logprobs": "2",
+            "model.metadata": '{"team": "search"}',
+            "model.response_format": "json_object",
+        }
+    )
+    req = ChatRequest(
+        model="gpt-4o", messages=[Message(role="user", content="hi")], options=options
+    )
+    await adapter(rec).chat(req, SECRET)
+    assert {k: rec.body[k] for k in set(rec.body) - {"model", "messages"}} == {
+        "user": "u-1",
+        "service_tier": "flex",
+        "logprobs": True,
+        "top_logprobs": 2,
+        "metadata": {"team": "search"},
+        "response_format": {"type": "json_object"},
+    }
+
+
+def completion(message: dict[str, Any], finish: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        **extra,
+    }
+
+
+async def test_usage_details_are_carried(adapter: Callable[..., OpenAICompatible]) -> None:
+    usage = {
+        "prompt_tokens": 2006,
+        "completion_tokens": 300,
+        "total_tokens": 2306,
+        "prompt_tokens_details": {"cached_tokens": 1920, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 192, "audio_tokens": 0},
+    }
+    payload = completion({"role": "assistant", "content": "ok"}, "stop", usage=usage)
+    result = await adapter(lambda r: httpx.Response(200, json=payload)).chat(request(), SECRET)
+    assert result.usage == Usage(
+        input_tokens=2006,
+        output_tokens=300,
+        total_tokens=2306,
+        cached_input_tokens=1920,
+        reasoning_tokens=192,
+    )
+    bare = completion({"role": "assistant", "content": "ok"}, "stop", usage=OK_CHAT["usage"])
+    result = await adapter(lambda r: httpx.Response(200, json=bare)).chat(request(), SECRET)
+    assert (result.usage.cached_input_tokens, result.usage.reasoning_tokens) == (None, None)
+
+
+async def test_refusal_reaches_the_caller(adapter: Callable[..., OpenAICompatible]) -> None:
+    refused = completion(
+        {"role": "assistant", "content": None, "refusal": "I can't help with that."}, "stop"
+    )
+    result = await adapter(lambda r: httpx.Response(200, json=refused)).chat(request(), SECRET)
+    assert result.message.refusal == "I can't help with that."
+    assert (result.message.content, result.finish_reason) == (None, "stop")
+    body = sse(
+        chunk({"role": "assistant", "content": None, "refusal": ""}),
+        chunk({"refusal": "I can't"}),
+        chunk({"refusal": " help."}),
+        chunk({}, finish="stop"),
+    )
+    events = await collect(adapter(lambda r: stream_response(body)).stream_chat(request(), SECRET))
+    assert events == [
+        RefusalDelta("I can't"),
+        RefusalDelta(" help."),
+        StreamEnd(finish_reason="stop", usage=Usage()),
+    ]
+
+
+async def test_only_choice_zero_is_answered(adapter: Callable[..., OpenAICompatible]) -> None:
+    payload = {
+        "choices": [
+            {
+                "index": 1,
+                "message": {"role": "assistant", "content": "other"},
+                "finish_reason": "stop",
+            },
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "first"},
+                "finish_reason": "length",
+            },
+        ]
+    }
+    result = await adapter(lambda r: httpx.Response(200, json=payload)).chat(request(), SECRET)
+    assert (result.message.content, result.finish_reason) == ("first", "length")
+
+    def choice(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+
+    body = sse(
+        choice(0, {"role": "assistant", "content": ""}),
+        choice(0, {"content": "a"}),
+        choice(1, {"role": "assistant", "content": ""}),
+        choice(1, {"content": "X"}),
+        choice(0, {"content": "b"}),
+        choice(1, {"content": "Y"}),
+        choice(0, {}, "stop"),
+        choice(1, {}, "length"),
+    )
+    events = await collect(adapter(lambda r: stream_response(body)).stream_chat(request(), SECRET))
+    assert events == [TextDelta("a"), TextDelta("b"), StreamEnd("stop", Usage())]
+
+
+async def test_content_filter_finish_is_content_filtered(
+    adapter: Callable[..., OpenAICompatible],
+) -> None:
+    filtered = completion({"role": "assistant", "content": ""}, "content_filter")
+    with pytest.raises(ContentFiltered):
+        await adapter(lambda r: httpx.Response(200, json=filtered)).chat(request(), SECRET)
+    body = sse(chunk({"content": "Once"}), chunk({}, finish="content_filter"))
+    seen: list[StreamEvent] = []
+    with pytest.raises(ContentFiltered) as info:
+        async for event in adapter(lambda r: stream_response(body)).stream_chat(request(), SECRET):
+            seen.append(event)
+    assert seen == [TextDelta("Once")]
+    assert not info.value.retryable
+
+
+def azure_filter_error() -> bytes:
+    return json.dumps(
+        {
+            "error": {
+                "message": "The response was filtered due to the prompt triggering Azure "
+                "OpenAI's content management policy.",
+                "type": None,
+                "param": "prompt",
+                "code": "content_filter",
+                "status": 400,
+                "innererror": {
+                    "code": "ResponsibleAIPolicyViolation",
+                    "content_filter_result": {"hate": {"filtered": True, "severity": "high"}},
+                },
+            }
+        }
+    ).encode()
+
+
+def error_of(type_: str | None, code: str | int | None, message: str = "m") -> bytes:
+    return json.dumps(
+        {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    ).encode()
+
+
+# (HTTP status, body) as OpenAI and the servers copying it have sent them, and the class.
+HISTORIC_ERRORS = [
+    (429, error_of("insufficient_quota", None), QuotaExceeded),  # 2022: the type says it
+    (429, error_of("insufficient_quota", "insufficient_quota"), QuotaExceeded),  # 2023 on
+    (429, error_of("requests", "rate_limit_exceeded"), RateLimited),
+    (429, error_of("tokens", "rate_limit_exceeded"), RateLimited),
+    (429, error_of("requests", None), RateLimited),  # before codes were filled in
+    (429, error_of("invalid_request_error", "billing_hard_limit_reached"), QuotaExceeded),
+    (400, error_of("invalid_request_error", "context_length_exceeded"), BadRequest),
+    (400, error_of("invalid_request_error", "unsupported_parameter"), BadRequest),
+    (400, azure_filter_error(), ContentFiltered),
+    (400, error_of("invalid_request_error", "content_policy_violation"), ContentFiltered),
+    (401, error_of("invalid_request_error", "invalid_api_key"), Unauthorized),
+    (401, error_of("invalid_request_error", None), Unauthorized),  # no key at all
+    (403, error_of("request_forbidden", "unsupported_country_region_territory"), Forbidden),
+    (404, error_of("invalid_request_error", "model_not_found"), NotFound),
+    (404, error_of(None, "DeploymentNotFound"), NotFound),  # Azure
+    (404, error_of("api_error", None), NotFound),  # Ollama: model not pulled
+    (500, error_of("server_error", None), ProviderUnavailable),
+    (502, error_of("cf_bad_gateway", 502), ProviderUnavailable),
+    (503, error_of("cf_service_unavailable", 503), ProviderUnavailable),
+    (503, error_of("server_error", None), ProviderUnavailable),
+    (400, error_of("BadRequestError", 400), BadRequest),  # vLLM
+]
+
+
+@pytest.mark.parametrize(("status", "body", "expected"), HISTORIC_ERRORS)
+def test_errors_classified_from_type_and_code(
+    status: int, body: bytes, expected: type[FleetError]
+) -> None:
+    assert type(ERRORS.from_response("openai", status, httpx.Headers(), body, SECRET)) is expected
+
+
+@pytest.mark.parametrize(("status", "body", "expected"), HISTORIC_ERRORS)
+async def test_in_stream_errors_classified_without_a_status(
+    adapter: Callable[..., OpenAICompatible],
+    status: int,
+    body: bytes,
+    expected: type[FleetError],
+) -> None:
+    """In a 200 stream only the body speaks: it must say as much as the status did."""
+    if status == 404 and b"api_error" in body:
+        expected = ProviderUnavailable  # Ollama's type alone says nothing of a 404
+    if status == 401 and b'"code": null' in body:
+        expected = BadRequest  # nor does a bare invalid_request_error of a 401
+    stream = sse(chunk({"content": "x"}), done=False) + b"data: " + body + b"\n\n"
+    with pytest.raises(expected) as info:
+        await collect(adapter(lambda r: stream_response(stream)).stream_chat(request(), SECRET))
+    assert type(info.value) is expected

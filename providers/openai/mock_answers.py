@@ -1,0 +1,171 @@
+"""What the mock answers a checked chat request with: choices, tool calls, usage.
+
+Text is deterministic (fixed by the prompt and `seed`); tool-call ids are
+random, as OpenAI's are, so a client can never rely on them repeating. A
+choice's output is a list of pieces, each one streamed chunk and one counted
+token: words for text, JSON fragments for structured outputs and arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import secrets
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from providers.mock.config import MockConfig
+from providers.mock.text import answer_rng, answer_tokens, last_user_text
+from providers.openai.mock_json import instance_of, json_object_answer
+from providers.openai.mock_request import ChatParams, ToolSpec
+from providers.openai.models import is_reasoning_model
+
+__all__ = ["Answer", "Choice", "ToolCall", "compose", "split_pieces"]
+
+_ID_ALPHABET: Final = string.ascii_letters + string.digits
+_PIECE: Final = re.compile(r"\s*[\w']+|\s*[^\w\s]+|\s+")
+_SEPARATORS: Final = (",", ":")
+# Words in the text a `json_object` answer wraps.
+_JSON_WORDS: Final = 12
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+
+    @property
+    def fragments(self) -> list[str]:
+        return split_pieces(self.arguments)
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    index: int
+    pieces: list[str]
+    tool_calls: list[ToolCall]
+    finish_reason: str
+
+    @property
+    def output_tokens(self) -> int:
+        if self.tool_calls:  # the header (name) counts as one, as a model emits it
+            return sum(len(c.fragments) + 1 for c in self.tool_calls)
+        return len(self.pieces)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    choices: list[Choice]
+    prompt_tokens: int
+    reasoning_tokens: int
+
+    @property
+    def visible_tokens(self) -> int:
+        return sum(c.output_tokens for c in self.choices)
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.visible_tokens + self.reasoning_tokens
+
+
+def split_pieces(text: str) -> list[str]:
+    """Token-like pieces whose concatenation is `text`."""
+    return _PIECE.findall(text)
+
+
+def compose(params: ChatParams, config: MockConfig) -> Answer:
+    calls = _tools_to_call(params)
+    choices = [_choice(params, config, index, calls) for index in range(params.n)]
+    visible = sum(c.output_tokens for c in choices)
+    # Reasoning models think before answering; the count is hidden text, billed.
+    reasoning = 64 * (1 + visible // 16) if is_reasoning_model(params.model) else 0
+    return Answer(choices, params.prompt_tokens, reasoning)
+
+
+def _choice(params: ChatParams, config: MockConfig, index: int, calls: list[ToolSpec]) -> Choice:
+    rng = answer_rng(params.messages, params.seed)
+    if index:
+        # Choice 0 is what n=1 answers; the others differ, reproducibly.
+        rng.seed(rng.getrandbits(64) + index)
+    if calls:
+        made = [ToolCall(_call_id(), spec.name, _arguments(spec.parameters, rng)) for spec in calls]
+        return Choice(index, [], made, "tool_calls")
+    if params.format == "text":
+        cap = config.max_tokens_default
+        count = cap if params.max_tokens is None else min(params.max_tokens, cap)
+        pieces = answer_tokens(rng, count)
+        finish = "length" if count < cap else "stop"
+    else:
+        pieces = split_pieces(_json_text(params, rng))
+        finish = "stop"
+        if params.max_tokens is not None and params.max_tokens < len(pieces):
+            pieces, finish = pieces[: params.max_tokens], "length"
+    cut = _cut_at_stop(pieces, params.stop)
+    if cut is not None:
+        pieces, finish = cut, "stop"
+    return Choice(index, pieces, [], finish)
+
+
+def _json_text(params: ChatParams, rng: random.Random) -> str:
+    if params.format == "json_schema" and params.schema is not None:
+        value = instance_of(params.schema, rng)
+    else:
+        value = json_object_answer(rng, "".join(answer_tokens(rng, _JSON_WORDS)))
+    return json.dumps(value, separators=_SEPARATORS, ensure_ascii=False)
+
+
+def _cut_at_stop(pieces: list[str], stops: tuple[str, ...]) -> list[str] | None:
+    """The pieces before the first stop sequence (which is not sent), or None."""
+    if not stops:
+        return None
+    text = "".join(pieces)
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    if not hits:
+        return None
+    end = min(hits)
+    kept: list[str] = []
+    used = 0
+    for piece in pieces:
+        if used + len(piece) > end:
+            if end > used:
+                kept.append(piece[: end - used])
+            break
+        kept.append(piece)
+        used += len(piece)
+    return kept
+
+
+def _tools_to_call(params: ChatParams) -> list[ToolSpec]:
+    """The functions to call instead of answering with text (empty: answer with text)."""
+    choice = params.tool_choice
+    if not params.tools or choice == "none":
+        return []
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str):
+            return []
+        return [next((t for t in params.tools if t.name == name), ToolSpec(name, {}))]
+    # A prompt saying "use tools" stands in for a model deciding to; once a tool
+    # result is the last message, it answers with text as a model would.
+    last = params.messages[-1]
+    asked = choice == "required" or (
+        last.get("role") == "user" and "use tools" in last_user_text(params.messages).lower()
+    )
+    if not asked:
+        return []
+    return list(params.tools[:2] if params.parallel_tool_calls else params.tools[:1])
+
+
+def _call_id() -> str:
+    return "call_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(24))
+
+
+def _arguments(parameters: Mapping[str, Any], rng: random.Random) -> str:
+    # A function without a schema (or with `{}`) takes an object all the same.
+    schema = parameters if "type" in parameters else {"type": "object", **parameters}
+    return json.dumps(instance_of(schema, rng), separators=_SEPARATORS, ensure_ascii=False)

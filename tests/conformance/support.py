@@ -1,0 +1,261 @@
+"""What every conformance scenario shares: requests, stream collection, the mock's admin API.
+
+Provider-neutral on purpose: nothing here names a provider, so a provider
+package added to `providers.registry.BUILTIN` runs the same scenarios.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import httpx
+import pytest
+
+from contracts.errors import FleetError
+from contracts.frames import ToolCallDelta
+from contracts.jobs import Message, Tool, ToolCall
+from providers.core.http import HttpClientPool
+from providers.core.spec import Capability, ProviderContext, ProviderSpec
+from providers.core.types import (
+    ChatRequest,
+    ChatResult,
+    Secret,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolDelta,
+)
+from providers.mock.app import MockProvider
+from providers.mock.server import RunningMock
+from providers.options import ModelOptions
+from providers.registry import Provider, ProviderRegistry
+
+# The key every mock accepts by default (MockConfig.api_keys).
+KEY: Final = "mock-key"
+# Long enough that a mock echoing its last 4 characters still hides the rest.
+BAD_KEY: Final = "sk-conformance-wrong-key-5e1f0a9c7d"
+SECRET: Final = Secret({"api_key": KEY})
+# Short, so stall scenarios cost half a second; the mocks answer in milliseconds.
+READ_TIMEOUT: Final = 0.5
+# Stalls last longer than READ_TIMEOUT; the mock's handler is cancelled when we hang up.
+STALL_SECONDS: Final = 3
+PROMPT: Final = "Say hello to the conformance suite"
+TOOL_PROMPT: Final = "Please use tools to look this up"
+
+_QUERY_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {"query": {"type": "string"}},
+    "required": ["query"],
+}
+TOOLS: Final = (
+    Tool(name="get_weather", description="Weather for a city", parameters=_QUERY_SCHEMA),
+    Tool(name="search_docs", description="Search the documentation", parameters=_QUERY_SCHEMA),
+)
+
+
+def chat_request(
+    model: str,
+    prompt: str = PROMPT,
+    *,
+    tools: tuple[Tool, ...] = (),
+    max_tokens: int | None = None,
+) -> ChatRequest:
+    return ChatRequest(
+        model=model,
+        messages=[Message(role="user", content=prompt)],
+        tools=list(tools),
+        options=ModelOptions(max_tokens=max_tokens),
+    )
+
+
+# -- providers -----------------------------------------------------------------------
+
+
+def provider_spec(package: str) -> ProviderSpec:
+    """The package's first spec: the provider itself (later ones are aliases)."""
+    spec: ProviderSpec = importlib.import_module(f"providers.{package}").SPECS[0]
+    return spec
+
+
+def provider_mock(package: str) -> MockProvider:
+    mock: MockProvider = importlib.import_module(f"providers.{package}.mock").MOCK
+    return mock
+
+
+def build_provider(package: str, running: RunningMock, pool: HttpClientPool) -> Provider:
+    """The package's adapter pointed at its mock, registered so accessors check capabilities."""
+    spec = provider_spec(package)
+    base_url = running.url(provider_mock(package).prefix)
+    adapter = spec.build(ProviderContext(spec.name, pool, base_url))
+    registry = ProviderRegistry()
+    registry.register(spec, adapter, base_url)
+    return registry.get(spec.name)
+
+
+def require(provider: Provider, capability: Capability) -> None:
+    if not provider.supports(capability):
+        pytest.skip(f"{provider.name} does not offer {capability.names}")
+
+
+# -- results -----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Collected:
+    """Everything a stream yielded, and the error that ended it (if one did)."""
+
+    events: list[StreamEvent] = field(default_factory=list)
+    error: FleetError | None = None
+
+    @property
+    def texts(self) -> list[str]:
+        return [e.text for e in self.events if isinstance(e, TextDelta)]
+
+    @property
+    def text(self) -> str:
+        return "".join(self.texts)
+
+    @property
+    def tool_deltas(self) -> list[ToolCallDelta]:
+        return [e.delta for e in self.events if isinstance(e, ToolDelta)]
+
+    @property
+    def ends(self) -> list[StreamEnd]:
+        return [e for e in self.events if isinstance(e, StreamEnd)]
+
+    def end(self) -> StreamEnd:
+        """The one `StreamEnd`, checked to be exactly one and the last event."""
+        assert self.error is None, f"stream failed: {self.error!r}"
+        assert len(self.ends) == 1, f"expected one StreamEnd, got {len(self.ends)}"
+        assert self.events[-1] is self.ends[0], "StreamEnd is not the last event"
+        return self.ends[0]
+
+
+async def collect(provider: Provider, req: ChatRequest, secret: Secret = SECRET) -> Collected:
+    """Read a whole stream; a `FleetError` ends it and is kept, anything else propagates."""
+    got = Collected()
+    try:
+        stream = provider.streamer().stream_chat(req, secret)
+        # Callers close a stream they leave early (StreamAdapter's contract): it must let them.
+        assert isinstance(stream, AsyncGenerator), "stream_chat must return an async generator"
+        async with contextlib.aclosing(stream) as events:
+            async for event in events:
+                got.events.append(event)
+    except FleetError as exc:
+        got.error = exc
+    return got
+
+
+async def chat_error(provider: Provider, req: ChatRequest, secret: Secret = SECRET) -> FleetError:
+    with pytest.raises(FleetError) as info:
+        result: ChatResult = await provider.chat().chat(req, secret)
+        pytest.fail(f"expected an error, got an answer (finish_reason={result.finish_reason!r})")
+    return info.value
+
+
+async def stream_error(
+    provider: Provider, req: ChatRequest, secret: Secret = SECRET
+) -> tuple[FleetError, Collected]:
+    got = await collect(provider, req, secret)
+    assert got.error is not None, f"stream ended without an error: {got.events[-3:]!r}"
+    return got.error, got
+
+
+def assemble(deltas: list[ToolCallDelta]) -> list[ToolCall]:
+    """Tool calls from streamed deltas: grouped by index, arguments concatenated."""
+    parts: dict[int, dict[str, str]] = {}
+    for delta in deltas:
+        call = parts.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
+        if delta.id:
+            assert call["id"] in ("", delta.id), f"call {delta.index} changed id"
+            call["id"] = delta.id
+        if delta.name:
+            assert call["name"] in ("", delta.name), f"call {delta.index} changed name"
+            call["name"] = delta.name
+        call["arguments"] += delta.arguments
+    return [ToolCall(**parts[index]) for index in sorted(parts)]
+
+
+def check_tool_calls(calls: list[ToolCall] | None) -> None:
+    """Both tools called, with distinct ids and JSON-object arguments."""
+    assert calls is not None and len(calls) == 2, f"expected two tool calls, got {calls!r}"
+    ids = [c.id for c in calls]
+    assert all(ids) and len(set(ids)) == 2, f"tool call ids not distinct and set: {ids}"
+    assert sorted(c.name for c in calls) == sorted(t.name for t in TOOLS)
+    for call in calls:
+        arguments = json.loads(call.arguments)
+        assert isinstance(arguments, dict), f"{call.name} arguments are not an object"
+
+
+def check_error(
+    error: FleetError,
+    provider: Provider,
+    cls: type[FleetError],
+    *,
+    retryable: bool,
+    status: int | None = None,
+) -> None:
+    """An error the provider reported: `check_failure`, plus its status (`status` if given)."""
+    check_failure(error, provider, cls, retryable=retryable)
+    assert error.provider_status is not None, f"provider_status not set: {error}"
+    if status is not None:
+        assert error.provider_status == status, error
+
+
+def check_failure(
+    error: FleetError, provider: Provider, cls: type[FleetError], *, retryable: bool
+) -> None:
+    """The exact class and retryability, and a message naming the provider, never a key.
+
+    Also for failures with no provider status to report (a cut connection, a timeout).
+    """
+    assert type(error) is cls, f"expected {cls.__name__}, got {type(error).__name__}: {error}"
+    assert error.retryable is retryable, f"retryable={error.retryable}: {error}"
+    assert error.message.startswith(provider.name), error.message
+    for key in (KEY, BAD_KEY):
+        assert key not in error.message, "an api key leaked into the error message"
+
+
+# -- the mock's admin API --------------------------------------------------------------
+
+
+class MockAdmin:
+    """Queues faults on, and reads counters of, one running mock server."""
+
+    def __init__(self, running: RunningMock) -> None:
+        self._http = httpx.AsyncClient(base_url=running.root, timeout=5.0)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def fault(self, spec: str, model: str, times: int = 1) -> None:
+        """Apply `spec` to the next `times` requests for `model` (unique per test)."""
+        body = {"spec": spec, "times": times, "model": model}
+        response = await self._http.post("/_mock/faults", json=body)
+        assert response.status_code == 201, response.text
+
+    async def stats(self) -> dict[str, Any]:
+        response = await self._http.get("/_mock/stats")
+        response.raise_for_status()
+        stats: dict[str, Any] = response.json()
+        return stats
+
+    async def assert_no_open_streams(self, within: float = 2.0) -> None:
+        """Every streamed answer has ended server-side: no client left one half-read."""
+        open_streams = -1
+        for _ in range(round(within / _POLL_SECONDS)):
+            open_streams = (await self.stats())["open_streams"]
+            if open_streams == 0:
+                return
+            # The server learns of a hang-up a moment after the client closes.
+            await asyncio.sleep(_POLL_SECONDS)
+        assert open_streams == 0, f"{open_streams} streams still open on the mock"
+
+
+_POLL_SECONDS: Final = 0.02
