@@ -20,7 +20,6 @@ Choices:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any, Final
 
@@ -36,11 +35,11 @@ from providers.anthropic.mapping import (
     parse_message,
     usage_of,
 )
-from providers.core.api import ApiClient, decode_object, drain
+from providers.core.api import ApiClient, decode_object, sse_chat_stream
 from providers.core.auth import HeaderAuth, header_value
 from providers.core.errors import ErrorTable
 from providers.core.spec import ProviderContext
-from providers.core.sse import ServerSentEvent, aiter_sse
+from providers.core.sse import ServerSentEvent
 from providers.core.types import (
     ChatRequest,
     ChatResult,
@@ -107,25 +106,15 @@ class Anthropic:
             raise ERRORS.from_payload(self.name, payload, secret, context="error body")
         return parse_message(self.name, payload)
 
-    async def stream_chat(
-        self, req: ChatRequest, secret: Secret
-    ) -> AsyncGenerator[StreamEvent, None]:
-        body = messages_body(self.name, req, stream=True)
-        state = _StreamState(self.name, secret)
-        async with (
-            self._api.stream("POST", "/messages", secret, body) as response,
-            contextlib.aclosing(aiter_sse(response.aiter_bytes())) as events,
-        ):
-            async for sse in events:
-                for event in state.feed(sse):
-                    yield event
-                if state.done:
-                    break
-            else:
-                raise ProviderUnavailable(f"{self.name}: stream ended before message_stop")
-            await drain(events)
-        # Yielded once the response is closed, so its connection is back in the pool.
-        yield state.end()
+    def stream_chat(self, req: ChatRequest, secret: Secret) -> AsyncGenerator[StreamEvent, None]:
+        return sse_chat_stream(
+            self._api,
+            "/messages",
+            secret,
+            lambda: messages_body(self.name, req, stream=True),
+            _StreamState(self.name, secret),
+            end_marker="message_stop",
+        )
 
     async def verify(self, secret: Secret) -> VerifyResult:
         response = await self._api.send("GET", "/models", secret)

@@ -16,7 +16,7 @@ from typing import Any, Final
 from contracts.errors import BadRequest, ContractError, InternalError
 from contracts.frames import Usage
 from contracts.jobs import ContentPart, Message, Tool, ToolCall
-from providers.core.types import ChatRequest, ChatResult
+from providers.core.types import ChatRequest, ChatResult, tool_schema
 from providers.options import ModelOptions
 
 __all__ = [
@@ -150,8 +150,7 @@ def _tool_use(call: ToolCall, field: str) -> dict[str, Any]:
 def _tool(tool: Tool) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": tool.name,
-        # An empty object schema means "no arguments"; the API wants a schema.
-        "input_schema": tool.parameters or {"type": "object", "properties": {}},
+        "input_schema": tool_schema(tool),
     }
     if tool.description:
         out["description"] = tool.description

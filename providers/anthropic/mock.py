@@ -40,6 +40,7 @@ from providers.mock.app import (
     MockShared,
     StreamCounter,
     delay_whole_response,
+    error_gate,
     new_id,
     shared_state,
 )
@@ -231,23 +232,14 @@ def _authorize(request: web.Request, config: MockConfig) -> None:
         raise bad_request(f"anthropic-version: {version!r} is not a valid version")
 
 
-@web.middleware
-async def _gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Counts the request, checks key and version, renders errors in Anthropic's shape."""
-    state = shared_state(request)
-    route = request.match_info.route.resource
-    state.stats.requests[route.canonical if route is not None else "<unmatched>"] += 1
-    request[REQUEST_ID] = new_id("req_")
-    try:
-        _authorize(request, state.config)
-        return await handler(request)
-    except MockError as exc:
-        return render_error(exc, request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        kind = "not_found_error" if exc.status == 404 else "invalid_request_error"
-        return render_error(MockError(exc.status, exc.reason, kind), request)
+def _admit(request: web.Request, config: MockConfig) -> None:
+    request[REQUEST_ID] = new_id("req_")  # the error body repeats the header's id
+    _authorize(request, config)
+
+
+def _url_error(request: web.Request, exc: web.HTTPException) -> MockError:
+    kind = "not_found_error" if exc.status == 404 else "invalid_request_error"
+    return MockError(exc.status, exc.reason, kind)
 
 
 async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -258,7 +250,9 @@ async def _add_headers(request: web.Request, response: web.StreamResponse) -> No
 
 def build_app() -> web.Application:
     """Anthropic's routes, to be mounted under `/anthropic` by `providers.mock.app`."""
-    app = web.Application(middlewares=[_gate], client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[error_gate(_admit, render_error, _url_error)], client_max_size=MAX_BODY
+    )
     app[_CACHE] = PromptCache()
     app.on_response_prepare.append(_add_headers)
     app.router.add_post("/v1/messages", _messages)

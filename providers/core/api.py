@@ -13,16 +13,17 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from contracts.errors import BadRequest, FleetError, InternalError, ProviderUnavailable
 from providers.core.errors import ErrorTable
 from providers.core.http import HttpClientPool, json_body, translate_transport_errors
-from providers.core.types import Secret
+from providers.core.sse import ServerSentEvent, aiter_sse
+from providers.core.types import Secret, StreamEnd, StreamEvent
 
-__all__ = ["USER_AGENT", "ApiClient", "decode_object"]
+__all__ = ["USER_AGENT", "ApiClient", "StreamParser", "decode_object", "sse_chat_stream"]
 
 USER_AGENT = "llm-fleet/0.1"
 _JSON = "application/json"
@@ -174,6 +175,51 @@ class ApiClient:
                 yield response
         finally:
             await close_quietly(response)
+
+
+class StreamParser(Protocol):
+    """One provider's reading of one SSE stream: events in, stream events out."""
+
+    done: bool  # the provider's end-of-stream marker was seen
+
+    def feed(self, sse: ServerSentEvent) -> list[StreamEvent]: ...
+
+    def end(self) -> StreamEnd: ...
+
+
+async def sse_chat_stream(
+    api: ApiClient,
+    path: str,
+    secret: Secret,
+    body: Callable[[], Mapping[str, Any]],
+    parser: StreamParser,
+    *,
+    end_marker: str,
+) -> AsyncGenerator[StreamEvent, None]:
+    """POST `body()` and yield what `parser` makes of each server-sent event.
+
+    An adapter returns this generator as its `stream_chat` (no generator of its
+    own around it, which would cost a hop per token and need closing itself);
+    `body` is called on the first iteration, so a request that cannot be mapped
+    fails where the caller consumes the stream, like any other stream error.
+
+    A body that ends before the end marker is a dropped stream (retryable). The
+    `StreamEnd` is yielded after the response is closed, so its connection is back
+    in the pool however long the caller holds this generator open.
+    """
+    async with (
+        api.stream("POST", path, secret, body()) as response,
+        contextlib.aclosing(aiter_sse(response.aiter_bytes())) as events,
+    ):
+        async for sse in events:
+            for event in parser.feed(sse):
+                yield event
+            if parser.done:
+                break
+        else:
+            raise ProviderUnavailable(f"{api.name}: stream ended before {end_marker}")
+        await drain(events)
+    yield parser.end()
 
 
 async def close_quietly(response: httpx.Response) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from contracts.frames import RerankItem, ToolCallDelta, Usage
 from contracts.jobs import Message, Tool
@@ -116,3 +117,13 @@ class RerankResult:
 class VerifyResult:
     ok: bool
     detail: str = ""
+
+
+# An empty parameter schema means "no arguments"; APIs want that said as a schema
+# (some reject `{}` outright).
+_NO_ARGUMENTS: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+def tool_schema(tool: Tool) -> dict[str, Any]:
+    """The JSON schema of a tool's arguments, as every provider API wants it."""
+    return tool.parameters or dict(_NO_ARGUMENTS)

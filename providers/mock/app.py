@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -40,6 +40,7 @@ __all__ = [
     "Pacer",
     "abort",
     "build_app",
+    "error_gate",
     "mock_providers",
     "new_id",
     "shared_state",
@@ -208,3 +209,32 @@ class StreamCounter:
             self._stats.streams_abandoned += 1
             return issubclass(exc_type, ConnectionError)
         return False
+
+
+Authorize = Callable[[web.Request, MockConfig], None]
+RenderError = Callable[[MockError, web.Request], web.Response]
+UrlError = Callable[[web.Request, web.HTTPException], MockError]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_gate(authorize: Authorize, render: RenderError, url_error: UrlError) -> Any:
+    """The middleware every provider mock puts first: it counts the request, lets
+    `authorize` check the credential, and renders every `MockError` (and aiohttp's
+    own 404/405 for unknown routes, through `url_error`) in the provider's shape."""
+
+    @web.middleware
+    async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        state = shared_state(request)
+        route = request.match_info.route.resource
+        state.stats.requests[route.canonical if route is not None else "<unmatched>"] += 1
+        try:
+            authorize(request, state.config)
+            return await handler(request)
+        except MockError as exc:
+            return render(exc, request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return render(url_error(request, exc), request)
+
+    return gate

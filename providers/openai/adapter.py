@@ -31,18 +31,16 @@ recordings in shared/reference/transcripts/openai):
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
 
-from contracts.errors import BadRequest, ProviderUnavailable
+from contracts.errors import BadRequest
 from contracts.jobs import ContentPart, Message, Tool
-from providers.core.api import ApiClient, decode_object, drain
+from providers.core.api import ApiClient, decode_object, sse_chat_stream
 from providers.core.auth import HeaderAuth, header_value
 from providers.core.spec import ProviderContext
-from providers.core.sse import aiter_sse
 from providers.core.types import (
     ChatRequest,
     ChatResult,
@@ -51,6 +49,7 @@ from providers.core.types import (
     Secret,
     StreamEvent,
     VerifyResult,
+    tool_schema,
 )
 from providers.openai.errors import ERRORS
 from providers.openai.models import is_reasoning_model
@@ -108,26 +107,15 @@ class OpenAICompatible:
             raise ERRORS.from_payload(self.name, payload["error"], secret, context="error body")
         return parse_chat_response(self.name, payload)
 
-    async def stream_chat(
-        self, req: ChatRequest, secret: Secret
-    ) -> AsyncGenerator[StreamEvent, None]:
-        body = chat_body(self.name, req, stream=True)
-        state = StreamState(self.name, secret)
-        async with (
-            self._api.stream("POST", "/chat/completions", secret, body) as response,
-            contextlib.aclosing(aiter_sse(response.aiter_bytes())) as events,
-        ):
-            async for sse in events:
-                for event in state.feed(sse):
-                    yield event
-                if state.done:
-                    break
-            else:
-                raise ProviderUnavailable(f"{self.name}: stream ended before [DONE]")
-            await drain(events)
-        # Yielded after the response is closed, so its connection is already back in
-        # the pool however long the caller holds this generator open.
-        yield state.end()
+    def stream_chat(self, req: ChatRequest, secret: Secret) -> AsyncGenerator[StreamEvent, None]:
+        return sse_chat_stream(
+            self._api,
+            "/chat/completions",
+            secret,
+            lambda: chat_body(self.name, req, stream=True),
+            StreamState(self.name, secret),
+            end_marker="[DONE]",
+        )
 
     async def embed(self, req: EmbedRequest, secret: Secret) -> EmbedResult:
         body: dict[str, Any] = {
@@ -210,8 +198,7 @@ def _part(provider: str, part: ContentPart) -> dict[str, Any]:
 def _tool(tool: Tool) -> dict[str, Any]:
     function: dict[str, Any] = {
         "name": tool.name,
-        # Some servers reject `{}`; an empty object schema means "no arguments".
-        "parameters": tool.parameters or {"type": "object", "properties": {}},
+        "parameters": tool_schema(tool),
     }
     if tool.description:
         function["description"] = tool.description

@@ -39,6 +39,7 @@ from providers.mock.app import (
     MockProvider,
     MockShared,
     delay_whole_response,
+    error_gate,
     shared_state,
 )
 from providers.mock.config import MockConfig
@@ -216,23 +217,15 @@ async def _retrieve_model(request: web.Request) -> web.StreamResponse:
 # ---------------------------------------------------------------- app plumbing
 
 
-@web.middleware
-async def _gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Counts the request, checks the key, and renders errors in OpenAI's shape."""
-    request[_STARTED] = time.monotonic()
-    state = shared_state(request)
-    route = request.match_info.route.resource
-    state.stats.requests[route.canonical if route is not None else "<unmatched>"] += 1
-    try:
-        _authorize(request, state.config)
-        return await handler(request)
-    except MockError as exc:
-        return render_error(exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        message = f"Invalid URL ({request.method} {request.path})"
-        return render_error(MockError(exc.status, message, "invalid_request_error"))
+def _admit(request: web.Request, config: MockConfig) -> None:
+    request[_STARTED] = time.monotonic()  # for openai-processing-ms
+    _authorize(request, config)
+
+
+def _url_error(request: web.Request, exc: web.HTTPException) -> MockError:
+    return MockError(
+        exc.status, f"Invalid URL ({request.method} {request.path})", "invalid_request_error"
+    )
 
 
 async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -248,7 +241,10 @@ async def _add_headers(request: web.Request, response: web.StreamResponse) -> No
 
 def build_app() -> web.Application:
     """OpenAI's routes, to be mounted under `/openai` by `providers.mock.app.build_app`."""
-    app = web.Application(middlewares=[_gate], client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[error_gate(_admit, lambda error, _: render_error(error), _url_error)],
+        client_max_size=MAX_BODY,
+    )
     app.on_response_prepare.append(_add_headers)
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_post("/v1/embeddings", _embeddings)
