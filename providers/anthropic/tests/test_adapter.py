@@ -26,6 +26,7 @@ from providers.anthropic.adapter import Anthropic
 from providers.anthropic.mapping import DEFAULT_MAX_TOKENS, JSON_OBJECT_INSTRUCTION
 from providers.core.http import HttpClientPool
 from providers.core.spec import Capability, ProviderContext
+from providers.core.testing import Handler, Recorder
 from providers.core.types import (
     ChatRequest,
     Secret,
@@ -41,33 +42,7 @@ CANARY = "sk-ant-canary-0123456789abcdefCANARY"
 SECRET = Secret({"api_key": CANARY})
 BASE = "https://anthropic.test/v1"
 
-Handler = Callable[[httpx.Request], httpx.Response]
 Make = Callable[..., Anthropic]
-
-
-class Recorder:
-    """Wraps a handler and keeps every request it saw."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return self.handler(request)
-
-    @property
-    def body(self) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(self.requests[-1].content)
-        return result
-
-
-@pytest.fixture
-async def pools() -> AsyncIterator[list[HttpClientPool]]:
-    created: list[HttpClientPool] = []
-    yield created
-    for pool in created:
-        await pool.aclose()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -15,28 +14,14 @@ import pytest
 
 from providers.anthropic.mock_request import MessagesRequest
 from providers.anthropic.mock_usage import PromptCache
+from providers.core.testing import Serve
 from providers.mock.config import MockConfig
-from providers.mock.server import RunningMock, start_mock
+from providers.mock.server import RunningMock
 from providers.mock.text import answer_rng, answer_tokens
 
-Serve = Callable[..., Awaitable[RunningMock]]
 HELLO: list[dict[str, Any]] = [{"role": "user", "content": "Say hello to the fleet"}]
 HEADERS = {"x-api-key": "mock-key", "anthropic-version": "2023-06-01"}
 TOOL = {"name": "lookup", "input_schema": {"type": "object"}}
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    started: list[RunningMock] = []
-
-    async def start(**overrides: Any) -> RunningMock:
-        mock = await start_mock(MockConfig(**overrides), "127.0.0.1", 0)
-        started.append(mock)
-        return mock
-
-    yield start
-    for mock in started:
-        await mock.close()
 
 
 @pytest.fixture

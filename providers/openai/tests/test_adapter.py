@@ -36,6 +36,7 @@ from providers.core.http import (
     translate_transport_errors,
 )
 from providers.core.spec import ProviderContext
+from providers.core.testing import Handler, Recorder
 from providers.core.types import (
     ChatRequest,
     EmbedRequest,
@@ -53,33 +54,6 @@ from providers.registry import ProviderRegistry, default_registry
 CANARY = "sk-canary-0123456789abcdefCANARY"
 SECRET = Secret({"api_key": CANARY})
 BASE = "https://llm.test/v1"
-
-Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class Recorder:
-    """Wraps a handler and keeps every request it saw."""
-
-    def __init__(self, handler: Callable[[httpx.Request], httpx.Response]) -> None:
-        self.handler = handler
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return self.handler(request)
-
-    @property
-    def body(self) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(self.requests[-1].content)
-        return result
-
-
-@pytest.fixture
-async def pools() -> AsyncIterator[list[HttpClientPool]]:
-    created: list[HttpClientPool] = []
-    yield created
-    for pool in created:
-        await pool.aclose()
 
 
 @pytest.fixture

@@ -8,34 +8,19 @@ import json
 import re
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 
+from providers.core.testing import Serve
 from providers.mock.config import PROFILES, MockConfig
 from providers.mock.faults import FaultSpecError, mask_key, parse_fault
-from providers.mock.server import RunningMock, start_mock
+from providers.mock.server import RunningMock
 from providers.mock.text import answer_rng, answer_tokens
 from providers.openai.mock_errors import duration
 
-Serve = Callable[..., Awaitable[RunningMock]]
 HELLO = [{"role": "user", "content": "Say hello to the fleet"}]
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    started: list[RunningMock] = []
-
-    async def start(**overrides: Any) -> RunningMock:
-        mock = await start_mock(MockConfig(**overrides), "127.0.0.1", 0)
-        started.append(mock)
-        return mock
-
-    yield start
-    for mock in started:
-        await mock.close()
 
 
 @pytest.fixture
