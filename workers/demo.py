@@ -147,8 +147,11 @@ async def run_demo(
     amqp_url = env["AMQP_URL"]
     keyring = Keyring.from_env(env)
     mock_port = free_port()
-    mock_url = mock_openai_url(mock_port)
-    env["FLEET_PROVIDER_URLS"] = f"mock={mock_url}"
+    mock_url = mock_dialect_url(mock_port, "openai")
+    # The `mock` provider speaks OpenAI's dialect, `anthropic-mock` Anthropic's: one
+    # mock server answers both, each under its own prefix.
+    anthropic_url = mock_dialect_url(mock_port, "anthropic")
+    env["FLEET_PROVIDER_URLS"] = f"mock={mock_url},anthropic-mock={anthropic_url}"
     logdir = Path(tempfile.mkdtemp(prefix="llm-fleet-demo-"))
     children: list[Child] = []
     try:
@@ -175,6 +178,19 @@ async def run_demo(
             served = ", ".join(p.name for p in await client.providers())
             print(f"▶ the fleet serves: {served}")
             await chat_demo(client, target, prompt)
+            claude = Target(
+                provider="anthropic-mock",
+                model="claude-sonnet-4-5",
+                credential=Credential(
+                    sealed=seal(keyring, "anthropic-mock", {"api_key": MOCK_KEY})
+                ),
+            )
+            await chat_demo(
+                client,
+                claude,
+                "And briefly, through Anthropic's Messages API?",
+                options={"model.max_tokens": 30},
+            )
         embed_target = Target(provider="mock", model="mock-embed-1", credential=target.credential)
         await backfill_demo(amqp_url, embed_target, n_texts)
         print(f"\n✔ demo finished; stopping the fleet (logs kept in {logdir})")
@@ -186,10 +202,10 @@ async def run_demo(
         await stop(children)
 
 
-def mock_openai_url(port: int) -> str:
-    """Where the mock serves the OpenAI dialect, which the `mock` provider speaks."""
-    openai = next(p for p in mock_providers() if p.prefix == "openai")
-    return f"http://127.0.0.1:{port}/{openai.prefix}{openai.api_path}"
+def mock_dialect_url(port: int, prefix: str) -> str:
+    """Where the mock serves one provider's dialect, as the fleet's adapter calls it."""
+    mock = next(p for p in mock_providers() if p.prefix == prefix)
+    return f"http://127.0.0.1:{port}/{mock.prefix}{mock.api_path}"
 
 
 def _mock_args(port: int) -> list[str]:
@@ -210,9 +226,12 @@ def _mock_args(port: int) -> list[str]:
     ]
 
 
-async def chat_demo(client: FleetClient, target: Target, prompt: str) -> None:
-    print(f"\n▶ user: {prompt}\n◀ assistant: ", end="", flush=True)
-    async for event in client.stream_chat(target, [Message(role="user", content=prompt)]):
+async def chat_demo(
+    client: FleetClient, target: Target, prompt: str, options: Mapping[str, Any] | None = None
+) -> None:
+    print(f"\n▶ user ({target.provider}): {prompt}\n◀ assistant: ", end="", flush=True)
+    messages = [Message(role="user", content=prompt)]
+    async for event in client.stream_chat(target, messages, options=options):
         if isinstance(event, Restart):
             print(f"\n  [worker lost; attempt {event.attempt} restarts the answer]\n", end="")
         elif isinstance(event, Delta):
