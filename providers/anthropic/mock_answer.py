@@ -4,13 +4,18 @@ Mirrors the OpenAI mock, so one conversation drives both alike: the same text
 for the same last user text (the deterministic engine of `providers.mock.text`);
 tool calls when tools are given and the last turn is user text saying "use
 tools" (not only tool results), or `tool_choice` asks for them: two at most, one
-with `disable_parallel_tool_use`. Tool input is `{"query": <word>}` whatever the
-schema (the OpenAI mock fills the schema). Tool-use ids are random, as real ones.
+with `disable_parallel_tool_use`. Tool input is an instance of the tool's
+`input_schema`, and with `output_config.format` the text is an instance of its
+schema, both drawn from the same seeded RNG as the text (so the OpenAI mock gives
+the same values for the same schemas). `stop_sequences` cut the text where the
+first one appears (`stop_reason: "stop_sequence"`). Tool-use ids are random, as
+real ones.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import dataclass
 from typing import Any, Final
@@ -19,7 +24,9 @@ from providers.anthropic.mock_request import MessagesRequest
 from providers.anthropic.mock_usage import CacheCharge, last_user_text
 from providers.mock.app import new_id
 from providers.mock.config import MockConfig
-from providers.mock.text import WORDS, answer_rng, answer_tokens, content_text
+from providers.mock.pieces import cut_at_stop, split_pieces
+from providers.mock.schema_json import instance_of, tool_input
+from providers.mock.text import answer_rng, answer_tokens, content_text
 
 __all__ = ["Answer", "ToolUse", "compose", "dumps", "message_body", "split", "stamp"]
 
@@ -43,16 +50,17 @@ class Answer:
     tool_uses: list[ToolUse]
     stop_reason: str
     output_tokens: int
+    stop_sequence: str | None = None
 
 
-def _tool_names(req: MessagesRequest) -> list[str]:
+def _tools_to_call(req: MessagesRequest) -> list[dict[str, Any]]:
     """The tools to call instead of answering with text (empty: answer with text)."""
-    names = [t["name"] for t in req.tools]
+    tools = req.tools
     choice = req.tool_choice or {"type": "auto"}
-    if not names or choice["type"] == "none":
+    if not tools or choice["type"] == "none":
         return []
     if choice["type"] == "tool":
-        return [choice["name"]]
+        return [t for t in tools if t["name"] == choice["name"]][:1]
     # A prompt saying "use tools" stands in for a model deciding to; once the last
     # turn only carries tool results, it answers with text, as a model would.
     last = req.messages[-1]
@@ -63,7 +71,7 @@ def _tool_names(req: MessagesRequest) -> list[str]:
     )
     if not asked:
         return []
-    return names[:1] if choice.get("disable_parallel_tool_use") is True else names[:2]
+    return tools[:1] if choice.get("disable_parallel_tool_use") is True else tools[:2]
 
 
 def split(arguments: str) -> list[str]:
@@ -75,14 +83,30 @@ def split(arguments: str) -> list[str]:
 
 def compose(req: MessagesRequest, config: MockConfig) -> Answer:
     rng = answer_rng([{"role": "user", "content": last_user_text(req.messages)}], None)
-    names = _tool_names(req)
-    if names:
-        uses = [ToolUse(new_id("toolu_"), n, {"query": rng.choice(WORDS)}) for n in names]
+    tools = _tools_to_call(req)
+    if tools:
+        uses = [_tool_use(tool, rng) for tool in tools]
         cost = sum(len(split(dumps(u.input))) + 1 for u in uses)
         return Answer([], uses, "tool_use", cost)
-    count = min(req.max_tokens, config.max_tokens_default)
-    stop = "max_tokens" if count < config.max_tokens_default else "end_turn"
-    return Answer(answer_tokens(rng, count), [], stop, count)
+    cap = config.max_tokens_default
+    if req.output_schema is None:
+        count = min(req.max_tokens, cap)
+        tokens = answer_tokens(rng, count)
+        stop = "max_tokens" if count < cap else "end_turn"
+    else:
+        tokens = split_pieces(dumps(instance_of(req.output_schema, rng)))
+        stop = "max_tokens" if req.max_tokens < len(tokens) else "end_turn"
+        tokens = tokens[: req.max_tokens]
+    cut = cut_at_stop(tokens, req.stop_sequences)
+    if cut is not None:
+        return Answer(cut.pieces, [], "stop_sequence", len(cut.pieces), cut.sequence)
+    return Answer(tokens, [], stop, len(tokens))
+
+
+def _tool_use(tool: dict[str, Any], rng: random.Random) -> ToolUse:
+    schema = tool.get("input_schema")
+    arguments = tool_input(schema if isinstance(schema, dict) else {}, rng)
+    return ToolUse(new_id("toolu_"), tool["name"], arguments)
 
 
 def stamp() -> str:
@@ -95,6 +119,8 @@ def _content(answer: Answer, config: MockConfig) -> list[dict[str, Any]]:
             {"type": "tool_use", "id": u.id, "name": u.name, "input": u.input}
             for u in answer.tool_uses
         ]
+    if not answer.tokens:
+        return []  # as the API sends a turn that said nothing (a stop sequence at once)
     tokens = [stamp() for _ in answer.tokens] if config.stamp_tokens else answer.tokens
     return [{"type": "text", "text": "".join(tokens)}]
 
@@ -109,6 +135,6 @@ def message_body(
         "model": model,
         "content": _content(answer, config),
         "stop_reason": answer.stop_reason,
-        "stop_sequence": None,
+        "stop_sequence": answer.stop_sequence,
         "usage": charge.usage(answer.output_tokens),
     }

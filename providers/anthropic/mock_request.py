@@ -13,7 +13,7 @@ forgets to merge is caught.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from aiohttp import web
@@ -65,6 +65,9 @@ class MessagesRequest:
     tool_choice: dict[str, Any] | None
     max_tokens: int
     stream: bool
+    stop_sequences: tuple[str, ...] = ()
+    # `output_config.format.schema`: answer with text that is an instance of it.
+    output_schema: dict[str, Any] | None = None
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
@@ -93,7 +96,11 @@ def parse_messages(body: Mapping[str, Any]) -> MessagesRequest:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise bad_request("stream: Input should be a valid boolean")
-    return _prompt(body, max_tokens, stream)
+    return replace(
+        _prompt(body, max_tokens, stream),
+        stop_sequences=tuple(s for s in stop or () if s),
+        output_schema=_output_schema(body.get("output_config")),
+    )
 
 
 def parse_count_tokens(body: Mapping[str, Any]) -> MessagesRequest:
@@ -116,6 +123,25 @@ def _prompt(body: Mapping[str, Any], max_tokens: int, stream: bool) -> MessagesR
         max_tokens=max_tokens,
         stream=stream,
     )
+
+
+def _output_schema(raw: Any) -> dict[str, Any] | None:
+    """The schema `output_config.format` asks the answer to follow, if any."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise bad_request("output_config: Input should be a valid dictionary", "output_config")
+    fmt = raw.get("format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise bad_request(
+            "output_config.format.type: Input should be 'json_schema'", "output_config.format"
+        )
+    schema = fmt.get("schema")
+    if not isinstance(schema, dict):
+        raise bad_request("output_config.format.schema: Field required", "output_config.format")
+    return schema
 
 
 def _no_extra_fields(body: Mapping[str, Any], allowed: frozenset[str]) -> None:

@@ -7,6 +7,7 @@ with `data:` JSON. Tool input arrives as `input_json_delta` fragments after an
 empty one, as the API opens a tool block. Stall and drop faults apply after N
 content deltas; a stream-error fault sends `event: error` and ends the stream.
 Parallel tool calls are sequential blocks, so the `interleave` layout is ignored.
+An answer cut to nothing by a stop sequence has no content block, as the API's.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ _TEXT_DELTA_HEAD: Final = (
     b'"delta":{"type":"text_delta","text":'
 )
 _TEXT_DELTA_TAIL: Final = b"}}\n\n"
+_PING: Final = {"type": "ping"}
 
 
 def _event(name: str, payload: Mapping[str, Any]) -> bytes:
@@ -51,7 +53,7 @@ def _tool_frames(uses: list[ToolUse]) -> list[bytes]:
             {"type": "content_block_start", "index": index, "content_block": block},
         )
         if not index:
-            head += _event("ping", {"type": "ping"})
+            head += _event("ping", _PING)
         for part in ["", *split(dumps(use.input))]:  # the API opens with an empty fragment
             delta = {"type": "input_json_delta", "partial_json": part}
             head += _event(
@@ -110,7 +112,9 @@ class StreamWriter:
                 await self._text(index == 0, answer.tokens[index])
         if await self._interrupted(total, total, start):
             return
-        await self._resp.write(self._tail(answer, charge, len(answer.tool_uses) or 1))
+        if total == 0:  # nothing said (a stop sequence at once): no content block at all
+            await self._resp.write(_event("message_start", start) + _event("ping", _PING))
+        await self._resp.write(self._tail(answer, charge, len(answer.tool_uses) or min(total, 1)))
 
     async def _interrupted(self, index: int, total: int, start: Mapping[str, Any]) -> bool:
         """Apply the fault due after `index` tokens; True when it ended the stream."""
@@ -131,7 +135,7 @@ class StreamWriter:
             head = _event(
                 "content_block_start",
                 {"type": "content_block_start", "index": 0, "content_block": block},
-            ) + _event("ping", {"type": "ping"})
+            ) + _event("ping", _PING)
         text = stamp() if self._config.stamp_tokens else token
         await self._resp.write(
             head + _TEXT_DELTA_HEAD + json.dumps(text).encode() + _TEXT_DELTA_TAIL
@@ -141,15 +145,16 @@ class StreamWriter:
     def _tail(answer: Answer, charge: CacheCharge, blocks: int) -> bytes:
         usage = charge.usage(answer.output_tokens)
         delta_usage = {k: usage[k] for k in _DELTA_USAGE}
-        return (
+        delta = {"stop_reason": answer.stop_reason, "stop_sequence": answer.stop_sequence}
+        closing = (
             _event("content_block_stop", {"type": "content_block_stop", "index": blocks - 1})
+            if blocks
+            else b""
+        )
+        return (
+            closing
             + _event(
-                "message_delta",
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": answer.stop_reason, "stop_sequence": None},
-                    "usage": delta_usage,
-                },
+                "message_delta", {"type": "message_delta", "delta": delta, "usage": delta_usage}
             )
             + _event("message_stop", {"type": "message_stop"})
         )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import secrets
 import string
 from collections.abc import Mapping
@@ -18,15 +17,15 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from providers.mock.config import MockConfig
+from providers.mock.pieces import cut_at_stop, split_pieces
+from providers.mock.schema_json import instance_of, json_object_answer, tool_input
 from providers.mock.text import answer_rng, answer_tokens, last_user_text
-from providers.openai.mock_json import instance_of, json_object_answer
 from providers.openai.mock_request import ChatParams, ToolSpec
 from providers.openai.models import is_reasoning_model
 
-__all__ = ["Answer", "Choice", "ToolCall", "compose", "split_pieces"]
+__all__ = ["Answer", "Choice", "ToolCall", "compose"]
 
 _ID_ALPHABET: Final = string.ascii_letters + string.digits
-_PIECE: Final = re.compile(r"\s*[\w']+|\s*[^\w\s]+|\s+")
 _SEPARATORS: Final = (",", ":")
 # Words in the text a `json_object` answer wraps.
 _JSON_WORDS: Final = 12
@@ -72,11 +71,6 @@ class Answer:
         return self.visible_tokens + self.reasoning_tokens
 
 
-def split_pieces(text: str) -> list[str]:
-    """Token-like pieces whose concatenation is `text`."""
-    return _PIECE.findall(text)
-
-
 def compose(params: ChatParams, config: MockConfig) -> Answer:
     calls = _tools_to_call(params)
     choices = [_choice(params, config, index, calls) for index in range(params.n)]
@@ -104,9 +98,9 @@ def _choice(params: ChatParams, config: MockConfig, index: int, calls: list[Tool
         finish = "stop"
         if params.max_tokens is not None and params.max_tokens < len(pieces):
             pieces, finish = pieces[: params.max_tokens], "length"
-    cut = _cut_at_stop(pieces, params.stop)
+    cut = cut_at_stop(pieces, params.stop)
     if cut is not None:
-        pieces, finish = cut, "stop"
+        pieces, finish = cut.pieces, "stop"
     return Choice(index, pieces, [], finish)
 
 
@@ -116,27 +110,6 @@ def _json_text(params: ChatParams, rng: random.Random) -> str:
     else:
         value = json_object_answer(rng, "".join(answer_tokens(rng, _JSON_WORDS)))
     return json.dumps(value, separators=_SEPARATORS, ensure_ascii=False)
-
-
-def _cut_at_stop(pieces: list[str], stops: tuple[str, ...]) -> list[str] | None:
-    """The pieces before the first stop sequence (which is not sent), or None."""
-    if not stops:
-        return None
-    text = "".join(pieces)
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-    if not hits:
-        return None
-    end = min(hits)
-    kept: list[str] = []
-    used = 0
-    for piece in pieces:
-        if used + len(piece) > end:
-            if end > used:
-                kept.append(piece[: end - used])
-            break
-        kept.append(piece)
-        used += len(piece)
-    return kept
 
 
 def _tools_to_call(params: ChatParams) -> list[ToolSpec]:
@@ -166,6 +139,4 @@ def _call_id() -> str:
 
 
 def _arguments(parameters: Mapping[str, Any], rng: random.Random) -> str:
-    # A function without a schema (or with `{}`) takes an object all the same.
-    schema = parameters if "type" in parameters else {"type": "object", **parameters}
-    return json.dumps(instance_of(schema, rng), separators=_SEPARATORS, ensure_ascii=False)
+    return json.dumps(tool_input(parameters, rng), separators=_SEPARATORS, ensure_ascii=False)

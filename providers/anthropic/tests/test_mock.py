@@ -14,8 +14,11 @@ import pytest
 
 from providers.anthropic.mock_request import MessagesRequest
 from providers.anthropic.mock_usage import PromptCache
+from providers.anthropic.tests.schema_check import problems
+from providers.anthropic.tests.schemas import FORECAST_SCHEMA, LOOKUP_SCHEMA
 from providers.core.testing import Serve
 from providers.mock.config import MockConfig
+from providers.mock.pieces import StopCut, cut_at_stop
 from providers.mock.server import RunningMock
 from providers.mock.text import answer_rng, answer_tokens
 
@@ -104,16 +107,32 @@ async def test_stream_bytes_match_the_reference_shape(mock: RunningMock) -> None
     assert normalise(resp.content) == expected_text_stream(tokens, "max_tokens")
 
 
+def sse(raw: str) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (b.split("\n")[0].removeprefix("event: "), json.loads(b.split("\n")[1][6:]))
+        for b in raw.split("\n\n")
+        if b
+    ]
+
+
+def streamed_text(events: list[tuple[str, dict[str, Any]]]) -> str:
+    return "".join(
+        d["delta"]["text"]
+        for n, d in events
+        if n == "content_block_delta" and d["delta"]["type"] == "text_delta"
+    )
+
+
 async def test_tool_input_streams_as_json_fragments(mock: RunningMock) -> None:
-    tools = [TOOL, {"name": "other", "input_schema": {"type": "object"}}]
+    tools = [
+        {"name": "weather", "input_schema": FORECAST_SCHEMA},
+        {"name": "search", "input_schema": LOOKUP_SCHEMA},
+    ]
     payload = body(stream=True, tools=tools, tool_choice={"type": "any"})
     async with client(mock) as http:
         resp = await http.post("/messages", json=payload)
-    events = [
-        (b.split("\n")[0].removeprefix("event: "), json.loads(b.split("\n")[1][6:]))
-        for b in resp.text.split("\n\n")
-        if b
-    ]
+        whole = await http.post("/messages", json={**payload, "stream": False})
+    events = sse(resp.text)
     fragments: dict[int, str] = {}
     for name, data in events:
         if name == "content_block_delta":
@@ -121,12 +140,112 @@ async def test_tool_input_streams_as_json_fragments(mock: RunningMock) -> None:
                 fragments.get(data["index"], "") + (data["delta"]["partial_json"])
             )
     assert sorted(fragments) == [0, 1]
-    assert all(set(json.loads(f)) == {"query"} for f in fragments.values())
+    inputs = [json.loads(fragments[0]), json.loads(fragments[1])]
+    assert problems(inputs[0], FORECAST_SCHEMA) == []
+    assert problems(inputs[1], LOOKUP_SCHEMA) == []
+    assert set(inputs[0]) == set(FORECAST_SCHEMA["properties"])
+    # Deterministic: the same request answered whole carries the same inputs.
+    assert [b["input"] for b in whole.json()["content"]] == inputs
     starts = [d["content_block"]["name"] for n, d in events if n == "content_block_start"]
-    assert starts == ["lookup", "other"]
+    assert starts == ["weather", "search"]
     deltas = [d for n, d in events if n == "content_block_delta"]
     assert deltas[0]["delta"]["partial_json"] == ""  # as the API opens a tool block
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
+
+
+async def test_a_named_tool_without_properties_gets_an_empty_object(mock: RunningMock) -> None:
+    payload = body(tools=[TOOL], tool_choice={"type": "tool", "name": "lookup"})
+    async with client(mock) as http:
+        answer = (await http.post("/messages", json=payload)).json()
+    assert [(b["name"], b["input"]) for b in answer["content"]] == [("lookup", {})]
+
+
+def test_the_tests_schema_checker_catches_bad_values() -> None:
+    good = {
+        "city": "x",
+        "days": 1,
+        "units": "c",
+        "tags": [],
+        "exact": None,
+        "when": {"day": 2, "note": None},
+    }
+    assert problems(good, FORECAST_SCHEMA) == []
+    bad = {**good, "days": True, "units": "k", "extra": 1, "when": {"day": "2", "note": 3}}
+    del bad["city"]
+    assert len(problems(bad, FORECAST_SCHEMA)) == 6
+
+
+# -- stop sequences and JSON output ----------------------------------------------------------
+
+
+def test_cut_at_stop_takes_the_earliest_sequence() -> None:
+    pieces = ["one", " two", " three", " four"]
+    assert cut_at_stop(pieces, ["zzz", ""]) is None
+    assert cut_at_stop(pieces, []) is None
+    # The earliest wins, cutting inside a piece; at one position, the first listed.
+    assert cut_at_stop(pieces, ["four", "wo th"]) == StopCut(["one", " t"], "wo th")
+    assert cut_at_stop(pieces, ["two", " tw"]) == StopCut(["one"], " tw")
+    assert cut_at_stop(pieces, [" tw", " t"]) == StopCut(["one"], " tw")
+    assert cut_at_stop(pieces, ["one"]) == StopCut([], "one")
+
+
+async def test_stop_sequences_cut_the_text(mock: RunningMock) -> None:
+    text = "".join(answer_tokens(answer_rng(HELLO, None), 12))
+    stop = text.split()[4]
+    expected = text[: text.index(stop)]
+    payload = body(max_tokens=12, stop_sequences=["never there", stop])
+    async with client(mock) as http:
+        whole = (await http.post("/messages", json=payload)).json()
+        streamed = sse((await http.post("/messages", json={**payload, "stream": True})).text)
+    assert whole["content"] == [{"type": "text", "text": expected}]
+    assert (whole["stop_reason"], whole["stop_sequence"]) == ("stop_sequence", stop)
+    deltas = [d for n, d in streamed if n == "content_block_delta"]
+    assert streamed_text(streamed) == expected
+    final = streamed[-2][1]
+    assert final["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": stop}
+    assert whole["usage"]["output_tokens"] == final["usage"]["output_tokens"] == len(deltas)
+    assert len(deltas) < 12
+
+
+async def test_a_stop_sequence_at_once_leaves_no_content(mock: RunningMock) -> None:
+    first = answer_tokens(answer_rng(HELLO, None), 1)[0]
+    payload = body(stop_sequences=[first])
+    async with client(mock) as http:
+        whole = (await http.post("/messages", json=payload)).json()
+        streamed = sse((await http.post("/messages", json={**payload, "stream": True})).text)
+    assert whole["content"] == [] and whole["stop_sequence"] == first
+    assert whole["usage"]["output_tokens"] == 0
+    names = [n for n, _ in streamed]
+    assert names == ["message_start", "ping", "message_delta", "message_stop"]
+    assert streamed[2][1]["delta"]["stop_reason"] == "stop_sequence"
+
+
+async def test_output_format_answers_an_instance_of_the_schema(mock: RunningMock) -> None:
+    fmt = {"format": {"type": "json_schema", "schema": FORECAST_SCHEMA}}
+    async with client(mock) as http:
+        whole = (await http.post("/messages", json=body(output_config=fmt))).json()
+        streamed = await http.post("/messages", json=body(output_config=fmt, stream=True))
+        short = (await http.post("/messages", json=body(output_config=fmt, max_tokens=3))).json()
+        stopped = (
+            await http.post("/messages", json=body(output_config=fmt, stop_sequences=['"units"']))
+        ).json()
+        wrong = await http.post(
+            "/messages", json=body(output_config={"format": {"type": "json_object"}})
+        )
+        schemaless = await http.post(
+            "/messages", json=body(output_config={"format": {"type": "json_schema"}})
+        )
+    text = whole["content"][0]["text"]
+    value = json.loads(text)
+    assert problems(value, FORECAST_SCHEMA) == []
+    assert set(value) >= set(FORECAST_SCHEMA["required"])
+    assert whole["stop_reason"] == "end_turn"
+    assert streamed_text(sse(streamed.text)) == text
+    assert short["stop_reason"] == "max_tokens" and short["usage"]["output_tokens"] == 3
+    assert text.startswith(short["content"][0]["text"])
+    assert stopped["content"][0]["text"] == text[: text.index('"units"')]
+    assert error_of(wrong)[:2] == (400, "invalid_request_error")
+    assert "schema: Field required" in error_of(schemaless)[2]
 
 
 # -- auth and version ----------------------------------------------------------------------
@@ -350,7 +469,8 @@ async def test_same_conversation_same_answer_as_the_openai_mock(mock: RunningMoc
     openai = httpx.AsyncClient(
         base_url=mock.url("openai"), headers={"Authorization": "Bearer mock-key"}
     )
-    function = {"name": "lookup", "parameters": {"type": "object"}}
+    function = {"name": "lookup", "parameters": LOOKUP_SCHEMA}
+    lookup = {"name": "lookup", "input_schema": LOOKUP_SCHEMA}
     call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
     tool_use = {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {}}
     conversations: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = [
@@ -390,13 +510,33 @@ async def test_same_conversation_same_answer_as_the_openai_mock(mock: RunningMoc
                 },
             )
             ours = await http.post(
-                "/messages", json=body(messages=our_messages, max_tokens=6, tools=[TOOL])
+                "/messages", json=body(messages=our_messages, max_tokens=6, tools=[lookup])
             )
             assert theirs.status_code == ours.status_code == 200, ours.text
             choice = theirs.json()["choices"][0]["message"]
             content = ours.json()["content"]
             if choice.get("tool_calls"):
-                assert [b["name"] for b in content] == ["lookup"]
+                arguments = json.loads(choice["tool_calls"][0]["function"]["arguments"])
+                assert [(b["name"], b["input"]) for b in content] == [("lookup", arguments)]
             else:
                 assert content == [{"type": "text", "text": choice["content"]}]
             assert ours.json()["usage"]["input_tokens"] == theirs.json()["usage"]["prompt_tokens"]
+
+
+async def test_same_json_output_as_the_openai_mock(mock: RunningMock) -> None:
+    openai = httpx.AsyncClient(
+        base_url=mock.url("openai"), headers={"Authorization": "Bearer mock-key"}
+    )
+    fmt = {"type": "json_schema", "json_schema": {"name": "weather", "schema": FORECAST_SCHEMA}}
+    async with openai, client(mock) as http:
+        theirs = await openai.post(
+            "/chat/completions",
+            json={"model": "mock-claude", "messages": HELLO, "response_format": fmt},
+        )
+        ours = await http.post(
+            "/messages",
+            json=body(output_config={"format": {"type": "json_schema", "schema": FORECAST_SCHEMA}}),
+        )
+    text = theirs.json()["choices"][0]["message"]["content"]
+    assert ours.json()["content"] == [{"type": "text", "text": text}]
+    assert ours.json()["usage"]["output_tokens"] == theirs.json()["usage"]["completion_tokens"]

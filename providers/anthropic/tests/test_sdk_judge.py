@@ -25,15 +25,27 @@ from anthropic.types import (
     RawMessageStreamEvent,
 )
 
+from providers.anthropic.tests.schema_check import problems
+from providers.anthropic.tests.schemas import LOOKUP_SCHEMA, Forecast
 from providers.mock.config import MockConfig
 from providers.mock.server import RunningMock, start_mock
 from providers.mock.text import answer_rng, answer_tokens
 
 MODEL = "mock-claude"  # "mock-" names are always served; real ones may warn as deprecated
 HELLO: list[Any] = [{"role": "user", "content": "Say hello to the fleet"}]
+WEATHER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "units": {"type": "string", "enum": ["c", "f"]},
+        "days": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+    },
+    "required": ["city", "units", "days"],
+    "additionalProperties": False,
+}
 TOOLS: list[Any] = [
-    {"name": "lookup", "description": "Look up", "input_schema": {"type": "object"}},
-    {"name": "weather", "input_schema": {"type": "object"}},
+    {"name": "lookup", "description": "Look up", "input_schema": LOOKUP_SCHEMA},
+    {"name": "weather", "input_schema": WEATHER_SCHEMA},
 ]
 _EVENTS: pydantic.TypeAdapter[RawMessageStreamEvent] = pydantic.TypeAdapter(RawMessageStreamEvent)
 
@@ -117,7 +129,10 @@ async def test_create_with_parallel_tools(
     assert message.stop_reason == "tool_use"
     uses = [b for b in message.content if b.type == "tool_use"]
     assert [u.name for u in uses] == ["lookup", "weather"]
-    assert all(set(u.input) == {"query"} and u.id.startswith("toolu_") for u in uses)
+    assert all(u.id.startswith("toolu_") for u in uses)
+    assert problems(uses[0].input, LOOKUP_SCHEMA) == []
+    assert problems(uses[1].input, WEATHER_SCHEMA) == []
+    assert set(uses[1].input) == {"city", "units", "days"}
     single = await client.messages.create(
         model=MODEL,
         max_tokens=100,
@@ -152,6 +167,7 @@ async def test_stream_helper_parallel_tools(client: anthropic.AsyncAnthropic) ->
     streamed = [(b.name, b.input) for b in final.content if b.type == "tool_use"]
     created = [(b.name, b.input) for b in whole.content if b.type == "tool_use"]
     assert streamed == created and len(streamed) == 2
+    assert problems(streamed[0][1], LOOKUP_SCHEMA) == problems(streamed[1][1], WEATHER_SCHEMA) == []
     assert final.usage.output_tokens == whole.usage.output_tokens
 
 
@@ -178,6 +194,61 @@ async def test_raw_stream_events_validate(
     sdk_stream = await client.messages.create(**body)
     seen = [event.type async for event in sdk_stream]
     assert seen == [n for n in names if n != "ping"]
+
+
+async def test_output_format_is_parsed_by_the_sdk(client: anthropic.AsyncAnthropic) -> None:
+    parsed = await client.messages.parse(
+        model=MODEL, max_tokens=200, messages=HELLO, output_format=Forecast
+    )
+    assert isinstance(parsed.parsed_output, Forecast)
+    assert parsed.stop_reason == "end_turn"
+    async with client.messages.stream(
+        model=MODEL, max_tokens=200, messages=HELLO, output_format=Forecast
+    ) as stream:
+        final = await stream.get_final_message()
+    assert final.parsed_output == parsed.parsed_output
+    assert final.usage.output_tokens == parsed.usage.output_tokens
+    schema: dict[str, object] = {**LOOKUP_SCHEMA, "required": ["query", "limit"]}
+    plain = await client.messages.create(
+        model=MODEL,
+        max_tokens=200,
+        messages=HELLO,
+        output_config={"format": {"type": "json_schema", "schema": schema}},
+    )
+    assert plain.content[0].type == "text"
+    assert problems(json.loads(plain.content[0].text), schema) == []
+
+
+@pytest.mark.parametrize("at_once", [False, True])
+async def test_stop_sequences_as_the_sdk_reads_them(
+    client: anthropic.AsyncAnthropic, raw: httpx.AsyncClient, at_once: bool
+) -> None:
+    text = hello_text(20)
+    stop = text.split()[0 if at_once else 6]
+    sent = text[: text.index(stop)]
+    stops = ["not in the text", stop]
+    message = await client.messages.create(
+        model=MODEL, max_tokens=20, messages=HELLO, stop_sequences=stops
+    )
+    async with client.messages.stream(
+        model=MODEL, max_tokens=20, messages=HELLO, stop_sequences=stops
+    ) as stream:
+        pieces = [piece async for piece in stream.text_stream]
+        final = await stream.get_final_message()
+    for answer in (message, final):
+        assert (answer.stop_reason, answer.stop_sequence) == ("stop_sequence", stop)
+        assert "".join(b.text for b in answer.content if b.type == "text") == sent
+        assert answer.usage.output_tokens == len(pieces)  # what was sent, no more
+    assert "".join(pieces) == sent and (pieces == []) == at_once
+    assert final.usage.output_tokens == message.usage.output_tokens
+    body = {"model": MODEL, "max_tokens": 20, "messages": HELLO, "stop_sequences": stops}
+    assert_no_invented_fields(
+        Message.model_validate((await raw.post("/messages", json=body)).json())
+    )
+    events = sse_events((await raw.post("/messages", json={**body, "stream": True})).content)
+    for _, data in events:
+        if data["type"] != "ping":
+            assert_no_invented_fields(_EVENTS.validate_python(data))
 
 
 async def test_prompt_cache_usage(client: anthropic.AsyncAnthropic) -> None:

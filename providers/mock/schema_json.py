@@ -1,11 +1,14 @@
-"""JSON the mock answers with: structured outputs and tool-call arguments.
+"""JSON the mocks answer with: structured outputs and tool-call arguments.
 
-`response_format: json_object` gets a small object; `json_schema` (and a tool's
-`parameters`) get an instance of the schema with plausible typed values, so a
-client validating the answer against its own model (the SDK's `.parse()`,
-pydantic) accepts it. The subset of JSON Schema that OpenAI's structured outputs
-accept is covered: types (also as lists), `enum`, `const`, `anyOf`/`oneOf`/
-`allOf`, `$ref` into `$defs`/`definitions`, arrays with `items` and `minItems`.
+A requested JSON schema (OpenAI's `response_format`, Anthropic's
+`output_config.format`) and a tool's schema (`parameters`, `input_schema`) get an
+instance of the schema with plausible typed values, so a client validating the
+answer against its own model (an SDK's `.parse()`, pydantic) accepts it; OpenAI's
+`json_object` mode gets a small object. Values come from the caller's RNG, so
+they are as reproducible as the answer text. The subset of JSON Schema that
+structured outputs accept is covered: types (also as lists), `enum`, `const`,
+`anyOf`/`oneOf`/`allOf`, `$ref` into `$defs`/`definitions`, arrays with `items`
+and `minItems`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any, Final
 
 from providers.mock.text import WORDS
 
-__all__ = ["instance_of", "json_object_answer"]
+__all__ = ["instance_of", "json_object_answer", "tool_input"]
 
 # Recursive schemas (a tree of nodes) stop here with the smallest valid value.
 _MAX_DEPTH: Final = 6
@@ -28,8 +31,16 @@ def json_object_answer(rng: random.Random, text: str) -> dict[str, Any]:
 
 
 def instance_of(schema: Mapping[str, Any], rng: random.Random) -> Any:
-    """A value valid against `schema` (unknown keywords are ignored, as OpenAI does)."""
+    """A value valid against `schema` (unknown keywords are ignored, as the APIs do)."""
     return _Generator(schema, rng).value(schema, 0)
+
+
+def tool_input(schema: Mapping[str, Any], rng: random.Random) -> dict[str, Any]:
+    """A tool call's arguments: an instance of the tool's schema, always an object."""
+    # A tool without a schema (or with `{}`) takes an object all the same.
+    whole = schema if "type" in schema else {"type": "object", **schema}
+    value = instance_of(whole, rng)
+    return value if isinstance(value, dict) else {}
 
 
 class _Generator:
