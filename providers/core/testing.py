@@ -12,10 +12,19 @@ from typing import Any
 import httpx
 
 from providers.core.http import HttpClientPool
+from providers.core.types import StreamEvent
 from providers.mock.config import MockConfig
 from providers.mock.server import RunningMock, start_mock
 
-__all__ = ["Handler", "Recorder", "Serve", "running_mocks", "transport_pools"]
+__all__ = [
+    "Handler",
+    "Recorder",
+    "Serve",
+    "collect",
+    "running_mocks",
+    "stream_response",
+    "transport_pools",
+]
 
 Handler = Callable[[httpx.Request], httpx.Response]
 Serve = Callable[..., Awaitable[RunningMock]]
@@ -60,3 +69,19 @@ async def running_mocks() -> AsyncIterator[Serve]:
     yield start
     for mock in started:
         await mock.close()
+
+
+def stream_response(body: bytes, *, pieces: int = 7) -> httpx.Response:
+    """A streamed 200 whose body arrives in awkwardly sized pieces, so a parser
+    meets events and UTF-8 sequences cut anywhere."""
+
+    async def gen() -> AsyncIterator[bytes]:
+        size = max(1, len(body) // pieces)
+        for i in range(0, len(body), size):
+            yield body[i : i + size]
+
+    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=gen())
+
+
+async def collect(events: AsyncIterator[StreamEvent]) -> list[StreamEvent]:
+    return [e async for e in events]

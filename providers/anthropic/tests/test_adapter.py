@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -26,7 +26,7 @@ from providers.anthropic.adapter import Anthropic
 from providers.anthropic.mapping import DEFAULT_MAX_TOKENS, JSON_OBJECT_INSTRUCTION
 from providers.core.http import HttpClientPool
 from providers.core.spec import Capability, ProviderContext
-from providers.core.testing import Handler, Recorder
+from providers.core.testing import Handler, Recorder, collect, stream_response
 from providers.core.types import (
     ChatRequest,
     Secret,
@@ -89,21 +89,6 @@ def request(*messages: Message, **options: Any) -> ChatRequest:
 
 def sse(*events: dict[str, Any]) -> bytes:
     return "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events).encode()
-
-
-def stream_response(body: bytes, *, pieces: int = 7) -> httpx.Response:
-    """A streamed 200 whose body arrives in awkwardly sized pieces."""
-
-    async def gen() -> AsyncIterator[bytes]:
-        size = max(1, len(body) // pieces)
-        for i in range(0, len(body), size):
-            yield body[i : i + size]
-
-    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=gen())
-
-
-async def collect(it: AsyncIterator[StreamEvent]) -> list[StreamEvent]:
-    return [e async for e in it]
 
 
 def error_body(kind: str, text: str) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from providers.core.http import (
     translate_transport_errors,
 )
 from providers.core.spec import ProviderContext
-from providers.core.testing import Handler, Recorder
+from providers.core.testing import Handler, Recorder, collect, stream_response
 from providers.core.types import (
     ChatRequest,
     EmbedRequest,
@@ -81,21 +81,6 @@ def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         "object": "chat.completion.chunk",
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
-
-
-def stream_response(body: bytes, *, pieces: int = 7) -> httpx.Response:
-    """A streamed 200 whose body arrives in awkwardly sized pieces."""
-
-    async def gen() -> AsyncIterator[bytes]:
-        size = max(1, len(body) // pieces)
-        for i in range(0, len(body), size):
-            yield body[i : i + size]
-
-    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=gen())
-
-
-async def collect(it: AsyncIterator[StreamEvent]) -> list[StreamEvent]:
-    return [e async for e in it]
 
 
 def request(**options: Any) -> ChatRequest:
