@@ -112,7 +112,10 @@ async def spawn_worker(
             **os.environ,
             "AMQP_URL": amqp_url,
             "INTEGRATION_CRYPTO_KEY": crypto_key,
-            "FLEET_PROVIDER_URLS": f"mock={mock.base_url},openai={mock.base_url}",
+            "FLEET_PROVIDER_URLS": (
+                f"mock={mock.base_url},openai={mock.base_url},"
+                f"anthropic-mock={mock.url('anthropic')}"
+            ),
             "FLEET_HEALTH_PORT": "0",
             # No credential store unless a test asks for one (vault tests pass DATABASE_URL).
             "DATABASE_URL": "",

@@ -35,22 +35,25 @@ async def test_canary_key_never_leaks(
 
     client._on_reply = tap  # type: ignore[method-assign]
     failing = f"mock-canary-fail-{uuid.uuid4().hex[:6]}"
-    await mock_admin(mock, "POST", "/_mock/faults", {"spec": "500", "times": 20, "model": failing})
+    await mock_admin(mock, "POST", "/_mock/faults", {"spec": "500", "times": 40, "model": failing})
     denied = f"mock-canary-401-{uuid.uuid4().hex[:6]}"
-    await mock_admin(mock, "POST", "/_mock/faults", {"spec": "401", "times": 1, "model": denied})
+    await mock_admin(mock, "POST", "/_mock/faults", {"spec": "401", "times": 2, "model": denied})
     async with client:
-        good = sealed_target(keyring, key=CANARY_KEY)
         msgs = [Message(role="user", content="hello canary")]
-        async for _ in client.stream_chat(good, msgs):
-            pass
-        assert (await client.chat(good, msgs)).message is not None
+        # Every dialect: each adapter builds its own headers and error messages.
+        for provider in ("mock", "anthropic-mock"):
+            good = sealed_target(keyring, key=CANARY_KEY, provider=provider)
+            async for _ in client.stream_chat(good, msgs):
+                pass
+            assert (await client.chat(good, msgs)).message is not None
+            assert (await client.verify(good)).ok
+            for model in (failing, denied):
+                bad = sealed_target(keyring, model=model, key=CANARY_KEY, provider=provider)
+                with pytest.raises(FleetError):
+                    await client.chat(bad, msgs)
         assert (
             await client.embed(sealed_target(keyring, model="mock-e", key=CANARY_KEY), ["a", "b"])
         ).embeddings
-        assert (await client.verify(good)).ok
-        for model in (failing, denied):
-            with pytest.raises(FleetError):
-                await client.chat(sealed_target(keyring, model=model, key=CANARY_KEY), msgs)
         # Jobs that are dead-lettered while carrying the canary (sealed) inside them.
         unknown = sealed_target(keyring, key=CANARY_KEY, provider="no-such-provider")
         with pytest.raises(FleetError):
