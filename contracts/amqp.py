@@ -104,9 +104,7 @@ async def declare_topology(
     """Declare exchanges, queues and bindings on a channel of its own."""
     channel = await connection.channel()
     try:
-        await channel.declare_exchange(
-            t.JOBS_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
-        )
+        await channel.declare_exchange(t.JOBS_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
         await channel.declare_exchange(
             t.DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
         )

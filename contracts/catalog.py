@@ -16,7 +16,6 @@ TOOLS = "tools"
 EMBED = "embed"
 RERANK = "rerank"
 VERIFY = "verify"
-CAPABILITIES = (CHAT, STREAM, TOOLS, EMBED, RERANK, VERIFY)
 
 
 class ProviderInfo(Struct, kw_only=True, omit_defaults=True):
@@ -27,7 +26,7 @@ class ProviderInfo(Struct, kw_only=True, omit_defaults=True):
     auth: str = "bearer"
     # Credential fields the adapter reads (api_key first); others are ignored.
     credential_fields: list[str] = []
-    # Operator setting naming this provider's address (FLEET_PROVIDER_URLS key).
+    # One line on what the provider is, for people reading the list.
     description: str = ""
 
 

@@ -65,8 +65,8 @@ from contracts.frames import (
     Final,
     Frame,
     Start,
-    ToolCallDelta,
     VerifyInfo,
+    tool_call_deltas,
 )
 from contracts.jobs import (
     ChatJob,
@@ -84,6 +84,7 @@ from contracts.jobs import (
 log = logging.getLogger("llm_fleet.client")
 
 __all__ = ["DEFAULT_AMQP_URL", "ChatEvent", "FleetClient", "Restart"]
+
 
 @dataclass(frozen=True, slots=True)
 class Restart:
@@ -150,17 +151,13 @@ class _Inbox:
         message = frame.message if type(frame) is Final else None
         if message is not None:
             self._begin(Restart(frame.attempt))
-            tools = [
-                ToolCallDelta(index=i, id=c.id, name=c.name, arguments=c.arguments)
-                for i, c in enumerate(message.tool_calls or ())
-            ]
             catch_up = Delta(
                 request_id=frame.request_id,
                 attempt=frame.attempt,
                 seq=frame.seq,
                 submission=frame.submission,
                 text=message.text(),
-                tool_calls=tools,
+                tool_calls=tool_call_deltas(message),
                 refusal=message.refusal or "",
             )
             self.queue.put_nowait(catch_up)
@@ -397,9 +394,7 @@ class FleetClient:
         """Publish requests in flight again: all of them when the reply queue (and the
         answers in it) was lost, else only those an earlier attempt left unconfirmed."""
         again = [
-            p
-            for p in self._pending.values()
-            if not p.sending and (all_of_them or not p.confirmed)
+            p for p in self._pending.values() if not p.sending and (all_of_them or not p.confirmed)
         ]
         if again:
             log.warning("publishing %d requests in flight again", len(again))
@@ -745,9 +740,7 @@ class FleetClient:
     async def cancel(self, request_id: str) -> None:
         """Stop a job wherever it runs (or before it starts)."""
         if self._ready.is_set() and self._session is not None:
-            await self._control_message(
-                self._session, {"type": "cancel", "request_id": request_id}
-            )
+            await self._control_message(self._session, {"type": "cancel", "request_id": request_id})
 
     async def credential_revoked(self, credential_id: str) -> None:
         """Tell every worker to forget its cached copy of a stored credential now."""

@@ -38,6 +38,14 @@ class ToolCallDelta(Struct, kw_only=True, omit_defaults=True):
     arguments: str = ""
 
 
+def tool_call_deltas(message: Message) -> list[ToolCallDelta]:
+    """A whole message's tool calls as the deltas a stream of it would have carried."""
+    return [
+        ToolCallDelta(index=i, id=c.id, name=c.name, arguments=c.arguments)
+        for i, c in enumerate(message.tool_calls or ())
+    ]
+
+
 class Delta(FrameBase, tag="delta"):
     text: str = ""
     tool_calls: list[ToolCallDelta] = msgspec.field(default_factory=list)

@@ -189,7 +189,9 @@ def providers_cmd(as_json: bool) -> None:
 
     try:
         settings = Settings.from_env()
-        registry = default_registry(HttpClientPool(), settings.provider_urls)
+        registry = default_registry(
+            HttpClientPool(), settings.provider_urls, settings.provider_token_urls
+        )
     except (ConfigError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     infos = registry.describe()

@@ -185,22 +185,16 @@ class Settings:
     provider_token_urls: Mapping[str, str] = field(default_factory=dict)
     coalesce: CoalesceSettings = field(default_factory=CoalesceSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)  # providers not in provider_retry
-    provider_retry: Mapping[str, RetryPolicy] = field(default_factory=dict)
+    retry: RetryPolicies = field(default_factory=RetryPolicies)
     reconnect_initial: float = 0.2
     reconnect_cap: float = 30.0
     log_format: LogFormat = "json"
     log_level: str = "INFO"
 
-    @property
-    def retry_policies(self) -> RetryPolicies:
-        return RetryPolicies(self.retry, self.provider_retry)
-
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read FLEET_* / AMQP_URL / DATABASE_URL; keyword overrides (from CLI flags) win."""
         env = os.environ if env is None else env
-        retry = retry_policies(env)
         base = cls(
             amqp_url=env.get("AMQP_URL", DEFAULT_AMQP_URL),
             database_url=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
@@ -216,8 +210,7 @@ class Settings:
             health_port=_int(env, "FLEET_HEALTH_PORT", 9004),
             provider_urls=url_pairs(env, "FLEET_PROVIDER_URLS"),
             provider_token_urls=url_pairs(env, "FLEET_PROVIDER_TOKEN_URLS"),
-            retry=retry.default,
-            provider_retry=retry.by_provider,
+            retry=retry_policies(env),
             coalesce=CoalesceSettings(
                 interval=_float(env, "FLEET_COALESCE_MS", 2.0) / 1000.0,
                 max_message_bytes=_int(env, "FLEET_REPLY_MAX_BYTES", 1 << 20),

@@ -19,7 +19,7 @@ from contracts.errors import (
     Expired,
     FleetError,
 )
-from contracts.frames import Answered, Embeddings, Metrics, ToolCallDelta, VerifyInfo
+from contracts.frames import Answered, Embeddings, Metrics, VerifyInfo, tool_call_deltas
 from contracts.jobs import ChatJob, EmbedJob, Job, Message, RerankJob, Target, ToolCall, VerifyJob
 from providers.core.spec import Capability
 from providers.core.types import (
@@ -164,12 +164,10 @@ async def _chat(job: ChatJob, call: _Call) -> dict[str, Any]:
         # streaming producer reads it the way it reads every other answer.
         if res.message.content:
             call.stream.text(res.message.text())
-        for index, tool_call in enumerate(res.message.tool_calls or ()):
-            call.stream.tool(
-                ToolCallDelta(
-                    index=index, id=tool_call.id, name=tool_call.name, arguments=tool_call.arguments
-                )
-            )
+        if res.message.refusal:
+            call.stream.refusal(res.message.refusal)
+        for delta in tool_call_deltas(res.message):
+            call.stream.tool(delta)
     return {"message": res.message, "finish_reason": res.finish_reason, "usage": res.usage}
 
 

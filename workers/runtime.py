@@ -34,7 +34,6 @@ from contracts import amqp_guard
 from contracts import topology as t
 from contracts.amqp import declare_release_stream, declare_topology
 from contracts.brokers import BROKER_ERRORS, Backoff, BrokerRing, delivery_tag, watch_channel
-from contracts.catalog import CatalogRequest
 from contracts.codec import decode_job, encode, peek_job
 from contracts.errors import (
     Cancelled,
@@ -474,11 +473,8 @@ class Worker:
         its producer waits out its own timeout.
         """
         delivery = Delivery.of(message, {})
-        try:
-            request = msgspec.msgpack.decode(delivery.body, type=CatalogRequest)
-        except (msgspec.DecodeError, ValueError, TypeError, RecursionError):
-            request = None  # the correlation id may still name it
-        rid = request.request_id if request is not None else delivery.correlation_id
+        # Read like a job's: the correlation id, else the body's request_id.
+        rid = delivery.correlation_id or peek_job(delivery.body)[0]
         reply_to, publisher = delivery.reply_to, self._publisher
         try:
             if not rid or not reply_to or publisher is None:

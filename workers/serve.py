@@ -60,9 +60,7 @@ async def run_worker(
         registry = default_registry(http, settings.provider_urls, settings.provider_token_urls)
     except ValueError as exc:  # an address for a provider this worker does not have
         raise ConfigError(str(exc)) from None
-    executor = Executor(
-        registry, CredentialResolver(keyring, vault or owned), settings.retry_policies
-    )
+    executor = Executor(registry, CredentialResolver(keyring, vault or owned), settings.retry)
     metrics = WorkerMetrics()
     worker = Worker(
         settings, executor, metrics, forget_credential=owned.forget if owned is not None else None

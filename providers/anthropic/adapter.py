@@ -35,7 +35,7 @@ from providers.anthropic.mapping import (
     parse_message,
     usage_of,
 )
-from providers.core.api import ApiClient, decode_object, sse_chat_stream
+from providers.core.api import ApiClient, sse_chat_stream
 from providers.core.auth import HeaderAuth, header_value
 from providers.core.errors import ErrorTable
 from providers.core.spec import ProviderContext
@@ -117,17 +117,13 @@ class Anthropic:
         )
 
     async def verify(self, secret: Secret) -> VerifyResult:
-        response = await self._api.send("GET", "/models", secret)
-        if response.status_code == 200:
-            payload = decode_object(self.name, response.content)
-            data = payload.get("data")
-            count = len(data) if isinstance(data, list) else 0
-            more = "+" if payload.get("has_more") is True else ""
-            return VerifyResult(ok=True, detail=f"{count}{more} models visible")
-        error = self._api.error(response, secret)
-        if response.status_code in (401, 403):
-            return VerifyResult(ok=False, detail=error.message)
-        raise error
+        return await self._api.verify("/models", secret, _models_visible)
+
+
+def _models_visible(payload: dict[str, Any]) -> str:
+    data = payload.get("data")
+    more = "+" if payload.get("has_more") is True else ""  # the list is paged
+    return f"{len(data) if isinstance(data, list) else 0}{more} models visible"
 
 
 # Once per streamed token: msgspec builds the same dicts in a third of json.loads' time.
@@ -154,7 +150,7 @@ class _StreamState:
         try:
             data = _decode_event(sse.data)
             return self._event(data.get("type") or sse.event, data)
-        except (ValueError, AttributeError, TypeError, KeyError, msgspec.DecodeError):
+        except (ValueError, AttributeError, TypeError, KeyError):  # DecodeError is a ValueError
             raise ProviderUnavailable(f"{self._provider}: malformed stream event") from None
 
     def _event(self, kind: str, data: dict[str, Any]) -> list[StreamEvent]:

@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from dataclasses import dataclass
 from typing import Any, Final
 
 from providers.anthropic.mock_request import MessagesRequest
 from providers.anthropic.mock_usage import CacheCharge, last_user_text
-from providers.mock.app import new_id
+from providers.mock.app import new_id, stamp
 from providers.mock.config import MockConfig
 from providers.mock.pieces import cut_at_stop, split_pieces
 from providers.mock.schema_json import instance_of, tool_input
 from providers.mock.text import answer_rng, answer_tokens, content_text
 
-__all__ = ["Answer", "ToolUse", "compose", "dumps", "message_body", "split", "stamp"]
+__all__ = ["Answer", "ToolUse", "compose", "dumps", "message_body", "split"]
 
 _SEPARATORS: Final = (",", ":")
 
@@ -107,10 +106,6 @@ def _tool_use(tool: dict[str, Any], rng: random.Random) -> ToolUse:
     schema = tool.get("input_schema")
     arguments = tool_input(schema if isinstance(schema, dict) else {}, rng)
     return ToolUse(new_id("toolu_"), tool["name"], arguments)
-
-
-def stamp() -> str:
-    return f" t{time.time_ns()}"
 
 
 def _content(answer: Answer, config: MockConfig) -> list[dict[str, Any]]:

@@ -19,10 +19,10 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from providers.anthropic.mock_answer import Answer, ToolUse, dumps, split, stamp
+from providers.anthropic.mock_answer import Answer, ToolUse, dumps, split
 from providers.anthropic.mock_errors import error_body, fault_error
 from providers.anthropic.mock_usage import CacheCharge
-from providers.mock.app import Pacer, interrupt, new_id
+from providers.mock.app import Pacer, interrupt, new_id, stamp
 from providers.mock.config import MockConfig
 from providers.mock.faults import Fault, StreamErrorFault
 

@@ -21,7 +21,7 @@ from contracts.errors import BadRequest, FleetError, InternalError, ProviderUnav
 from providers.core.errors import ErrorTable
 from providers.core.http import HttpClientPool, json_body, translate_transport_errors
 from providers.core.sse import ServerSentEvent, aiter_sse
-from providers.core.types import Secret, StreamEnd, StreamEvent
+from providers.core.types import Secret, StreamEnd, StreamEvent, VerifyResult
 
 __all__ = ["USER_AGENT", "ApiClient", "StreamParser", "decode_object", "sse_chat_stream"]
 
@@ -49,9 +49,8 @@ def decode_object(provider: str, content: bytes) -> dict[str, Any]:
 class ApiClient:
     """Requests to one provider's API.
 
-    `base_url` is the operator's (or the spec's default); a credential may replace
-    it through `base_url_field` when the spec allows. `auth` builds the
-    `httpx.Auth` for an opened credential.
+    `base_url` is the operator's (or the spec's default); a credential's own
+    `base_url` replaces it. `auth` builds the `httpx.Auth` for an opened credential.
     """
 
     def __init__(
@@ -62,7 +61,6 @@ class ApiClient:
         auth: AuthFor,
         errors: ErrorTable,
         *,
-        base_url_field: str | None = "base_url",
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
@@ -70,13 +68,10 @@ class ApiClient:
         self._http = http
         self._base_url = base_url
         self._auth = auth
-        self._base_url_field = base_url_field
         self._headers = {"User-Agent": USER_AGENT, **(headers or {})}
 
     def url(self, secret: Secret, path: str) -> str:
-        base = (secret.get(self._base_url_field) if self._base_url_field else None) or (
-            self._base_url
-        )
+        base = secret.get("base_url") or self._base_url
         if not base:
             raise BadRequest(f"{self.name}: no base_url configured")
         return base.rstrip("/") + path
@@ -112,12 +107,12 @@ class ApiClient:
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """The whole response, whatever its status."""
-        request = self._request(
-            method, path, secret, body, accept=_JSON, params=params, headers=headers
-        )
-        auth = self._auth(secret)
+        # Building the request is inside: httpx refuses a bad credential `base_url` there.
         with translate_transport_errors(self.name, secret=secret):
-            return await self._http.client.send(request, auth=auth)
+            request = self._request(
+                method, path, secret, body, accept=_JSON, params=params, headers=headers
+            )
+            return await self._http.client.send(request, auth=self._auth(secret))
 
     async def json(
         self,
@@ -134,6 +129,27 @@ class ApiClient:
         if not 200 <= response.status_code < 300:
             raise self.error(response, secret)
         return decode_object(self.name, response.content)
+
+    async def verify(
+        self,
+        path: str,
+        secret: Secret,
+        describe: Callable[[dict[str, Any]], str],
+        *,
+        params: Mapping[str, str] | None = None,
+    ) -> VerifyResult:
+        """A credential check by one cheap GET: a refused credential (401/403) is an
+        answer (`ok=False` with the provider's reason), any other failure is raised
+        like every other provider error. `describe` words a success body."""
+        response = await self.send("GET", path, secret, params=params)
+        if response.status_code == 200:
+            return VerifyResult(
+                ok=True, detail=describe(decode_object(self.name, response.content))
+            )
+        error = self.error(response, secret)
+        if response.status_code in (401, 403):
+            return VerifyResult(ok=False, detail=error.message)
+        raise error
 
     def error(self, response: httpx.Response, secret: Secret) -> FleetError:
         """The exception for a read, non-success response."""
@@ -160,13 +176,11 @@ class ApiClient:
         more generator, and one left for loop shutdown to close raised "generator
         didn't stop after athrow()".
         """
-        request = self._request(
-            method, path, secret, body, accept=accept, params=params, headers=headers
-        )
-        auth = self._auth(secret)
-        client = self._http.client
         with translate_transport_errors(self.name, secret=secret):
-            response = await client.send(request, auth=auth, stream=True)
+            request = self._request(
+                method, path, secret, body, accept=accept, params=params, headers=headers
+            )
+            response = await self._http.client.send(request, auth=self._auth(secret), stream=True)
         try:
             with translate_transport_errors(self.name, secret=secret):
                 if response.status_code != 200:

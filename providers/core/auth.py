@@ -13,7 +13,7 @@ import httpx
 
 from contracts.errors import BadRequest
 
-__all__ = ["BearerAuth", "HeaderAuth", "NoAuth", "header_value"]
+__all__ = ["HeaderAuth", "header_value"]
 
 
 def header_value(provider: str, field: str, value: str) -> str:
@@ -36,16 +36,3 @@ class HeaderAuth(httpx.Auth):
 
     def __repr__(self) -> str:  # the values are secrets
         return f"{type(self).__name__}(headers={sorted(self._headers)})"
-
-
-class BearerAuth(HeaderAuth):
-    """`Authorization: Bearer <token>`; an empty token sends no header (local servers)."""
-
-    def __init__(self, provider: str, token: str, field: str = "api_key") -> None:
-        token = header_value(provider, field, token) if token else ""
-        super().__init__({"Authorization": f"Bearer {token}"} if token else {})
-
-
-class NoAuth(HeaderAuth):
-    def __init__(self) -> None:
-        super().__init__({})

@@ -75,13 +75,11 @@ class ErrorTable:
         payload: Any,
         secret: Secret,
         *,
-        status: int | None = None,
         context: str = "stream error",
     ) -> FleetError:
         """The exception for an error object met without a trustworthy HTTP status."""
         info = error_info(payload)
-        if status is None:
-            status = self._status_of(info) or _numeric_code(payload) or 500
+        status = self._status_of(info) or _numeric_code(payload) or 500
         return self.from_info(provider, status, info, secret, context=context)
 
     def from_info(
@@ -101,7 +99,9 @@ class ErrorTable:
         head = f"{provider}: {context or f'HTTP {status}'}" + (f" {label}" if label else "")
         message = scrub(f"{head}: {detail}" if detail else head, secret)
         error = self._classify(status, info, message, headers)
-        error.provider_request_id = _request_id(headers) or info.request_id
+        request_id = _request_id(headers) or info.request_id
+        if request_id:
+            error.provider_request_id = truncate(scrub(request_id, secret))
         return error
 
     def _status_of(self, info: ErrorInfo) -> int | None:
@@ -119,16 +119,14 @@ class ErrorTable:
     def _classify(
         self, status: int, info: ErrorInfo, message: str, headers: Mapping[str, str]
     ) -> FleetError:
-        retryable = _should_retry(headers)
-        retry_after = retry_after_from_headers(headers)
         cls = self._class_of(info) or _class_for_status(status)
-        if cls is QuotaExceeded:
-            retryable = False  # billing, not throttling: never retried, whatever headers say
-        if cls is RateLimited or cls is ProviderUnavailable:
-            return cls(
-                message, provider_status=status, retry_after=retry_after, retryable=retryable
-            )
-        return cls(message, provider_status=status, retryable=retryable)
+        # Billing, not throttling: never retried, whatever the headers say.
+        retryable = False if cls is QuotaExceeded else _should_retry(headers)
+        error = cls(message, provider_status=status, retryable=retryable)
+        if error.retryable:
+            # A wait is advice for the next attempt: an error not retried has none.
+            error.retry_after = retry_after_from_headers(headers)
+        return error
 
 
 def _class_for_status(status: int) -> type[FleetError]:
@@ -159,7 +157,7 @@ def _request_id(headers: Mapping[str, str]) -> str | None:
     for name in REQUEST_ID_HEADERS:
         value = headers.get(name)
         if value:
-            return truncate(value)
+            return value
     return None
 
 

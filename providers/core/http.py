@@ -192,8 +192,9 @@ def translate_transport_errors(provider: str, *, secret: Secret | None = None) -
 
 
 def _transport_message(provider: str, what: str, exc: Exception, secret: Secret | None) -> str:
-    detail = str(exc) or type(exc).__name__
-    return scrub(f"{provider}: {what}: {type(exc).__name__}: {truncate(detail)}", secret)
+    # Scrub before truncating: a cut could leave a key prefix that no longer matches.
+    detail = truncate(scrub(str(exc) or type(exc).__name__, secret))
+    return f"{provider}: {what}: {type(exc).__name__}: {detail}"
 
 
 def truncate(text: str) -> str:

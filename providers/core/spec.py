@@ -122,9 +122,7 @@ class ProviderSpec:
 
     `build` makes the adapter; a spec may be registered under several names
     (`vllm`, `ollama` share OpenAI's dialect) with `replace(spec, name=…)`.
-    `credential_fields` documents what the adapter reads from a credential;
-    `base_url_field` is the one a credential may use to name its own address
-    (None where the provider's address is not the credential's to choose).
+    `credential_fields` documents what the adapter reads from a credential.
     """
 
     name: str
@@ -133,7 +131,6 @@ class ProviderSpec:
     default_base_url: str | None
     auth: str
     credential_fields: tuple[str, ...] = ("api_key",)
-    base_url_field: str | None = "base_url"
     default_token_url: str | None = None
     description: str = ""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -44,6 +45,7 @@ __all__ = [
     "mock_providers",
     "new_id",
     "shared_state",
+    "stamp",
 ]
 
 # Embedding requests may carry thousands of inputs; aiohttp's 1 MiB default is too small.
@@ -122,6 +124,11 @@ def mock_stats(app: web.Application) -> Stats:
 
 def new_id(prefix: str) -> str:
     return prefix + os.urandom(12).hex()
+
+
+def stamp() -> str:
+    """A `MockConfig.stamp_tokens` token: the time it is written, as bench/ parses it."""
+    return f" t{time.time_ns()}"
 
 
 class Dropped(Exception):

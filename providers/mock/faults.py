@@ -72,10 +72,6 @@ class ErrorFault:
     retry_after: str | None = None
     retry_after_ms: str | None = None
 
-    @property
-    def quota(self) -> bool:
-        return self.kind == "quota"
-
 
 @dataclass(frozen=True, slots=True)
 class StallFault:

@@ -17,7 +17,10 @@ __all__ = ["Budget", "RateLimiter"]
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    """One request's verdict and the budget left after it."""
+    """One request's verdict and the budget left after it.
+
+    A budget that is off (its per-minute limit 0) reads 0 in all three of its fields.
+    """
 
     allowed: bool
     retry_after: float  # seconds until the request would fit (0 when allowed)
@@ -72,8 +75,8 @@ class RateLimiter:
             if not capacity:
                 continue
             bucket = levels[kind] = self._level(key, kind, capacity, now)
-            # A request larger than the whole budget can never fit: say so at once
-            # with a wait of a full minute rather than a promise we cannot keep.
+            # A request larger than the whole budget is charged as the whole budget:
+            # told to wait for a full bucket (a minute at most), it then does fit.
             need = min(cost, capacity) - bucket.level
             if need > 0:
                 waits.append(need * 60.0 / capacity)

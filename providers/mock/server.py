@@ -17,7 +17,7 @@ from typing import Final
 
 from aiohttp import web
 
-from providers.mock.app import build_app, mock_providers, mock_stats
+from providers.mock.app import MockProvider, build_app, mock_providers, mock_stats
 from providers.mock.config import MockConfig
 
 _STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
@@ -39,17 +39,11 @@ class RunningMock:
 
     def url(self, prefix: str) -> str:
         """The base URL of one provider's mock, as the fleet's adapter takes it."""
-        for provider in mock_providers():
-            if provider.prefix == prefix:
-                return f"{self.root}/{prefix}{provider.api_path}"
-        raise KeyError(prefix)
+        return f"{self.root}/{prefix}{_mock_provider(prefix).api_path}"
 
     def sdk_url(self, prefix: str) -> str:
         """The base URL of one provider's mock, as that provider's official SDK takes it."""
-        for provider in mock_providers():
-            if provider.prefix == prefix:
-                return f"{self.root}/{prefix}{provider.sdk_path}"
-        raise KeyError(prefix)
+        return f"{self.root}/{prefix}{_mock_provider(prefix).sdk_path}"
 
     @property
     def base_url(self) -> str:
@@ -58,6 +52,13 @@ class RunningMock:
 
     async def close(self) -> None:
         await self.runner.cleanup()
+
+
+def _mock_provider(prefix: str) -> MockProvider:
+    for provider in mock_providers():
+        if provider.prefix == prefix:
+            return provider
+    raise KeyError(prefix)
 
 
 async def start_mock(

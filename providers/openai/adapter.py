@@ -38,7 +38,7 @@ import httpx
 
 from contracts.errors import BadRequest
 from contracts.jobs import ContentPart, Message, Tool
-from providers.core.api import ApiClient, decode_object, sse_chat_stream
+from providers.core.api import ApiClient, sse_chat_stream
 from providers.core.auth import HeaderAuth, header_value
 from providers.core.spec import ProviderContext
 from providers.core.types import (
@@ -129,15 +129,12 @@ class OpenAICompatible:
         return parse_embeddings(self.name, payload, expected=len(req.inputs))
 
     async def verify(self, secret: Secret) -> VerifyResult:
-        response = await self._api.send("GET", "/models", secret)
-        if response.status_code == 200:
-            data = decode_object(self.name, response.content).get("data")
-            count = len(data) if isinstance(data, list) else 0
-            return VerifyResult(ok=True, detail=f"{count} models visible")
-        error = self._api.error(response, secret)
-        if response.status_code in (401, 403):
-            return VerifyResult(ok=False, detail=error.message)
-        raise error
+        return await self._api.verify("/models", secret, _models_visible)
+
+
+def _models_visible(payload: dict[str, Any]) -> str:
+    data = payload.get("data")
+    return f"{len(data) if isinstance(data, list) else 0} models visible"
 
 
 _AUTH_HEADERS = (

@@ -28,7 +28,7 @@ import base64
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 from aiohttp import web
@@ -71,8 +71,6 @@ _SEPARATORS: Final = (",", ":")
 _MODEL_CREATED: Final = 1_700_000_000
 _STARTED: Final = web.RequestKey("started", float)
 _RATE_HEADERS: Final = web.RequestKey("rate_headers", dict[str, str])
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _json_response(payload: Mapping[str, Any]) -> web.Response:

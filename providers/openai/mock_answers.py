@@ -23,7 +23,7 @@ from providers.mock.text import answer_rng, answer_tokens, last_user_text
 from providers.openai.mock_request import ChatParams, ToolSpec
 from providers.openai.models import is_reasoning_model
 
-__all__ = ["Answer", "Choice", "ToolCall", "compose"]
+__all__ = ["Answer", "Choice", "ToolCall", "compose", "random_id"]
 
 _ID_ALPHABET: Final = string.ascii_letters + string.digits
 _SEPARATORS: Final = (",", ":")
@@ -86,7 +86,10 @@ def _choice(params: ChatParams, config: MockConfig, index: int, calls: list[Tool
         # Choice 0 is what n=1 answers; the others differ, reproducibly.
         rng.seed(rng.getrandbits(64) + index)
     if calls:
-        made = [ToolCall(_call_id(), spec.name, _arguments(spec.parameters, rng)) for spec in calls]
+        made = [
+            ToolCall(random_id("call_", 24), spec.name, _arguments(spec.parameters, rng))
+            for spec in calls
+        ]
         return Choice(index, [], made, "tool_calls")
     if params.format == "text":
         cap = config.max_tokens_default
@@ -134,8 +137,9 @@ def _tools_to_call(params: ChatParams) -> list[ToolSpec]:
     return list(params.tools[:2] if params.parallel_tool_calls else params.tools[:1])
 
 
-def _call_id() -> str:
-    return "call_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(24))
+def random_id(prefix: str, length: int) -> str:
+    """`prefix` and `length` random letters and digits, as OpenAI's ids are made."""
+    return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
 
 
 def _arguments(parameters: Mapping[str, Any], rng: random.Random) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from providers.mock.faults import MockError, bad_request
-from providers.mock.text import prompt_token_count
+from providers.mock.text import content_text, prompt_token_count
 from providers.openai.models import is_reasoning_model
 
 __all__ = [
@@ -228,7 +228,7 @@ def _response_format(
 
 
 def _mentions_json(messages: list[Any]) -> bool:
-    return any("json" in str(m.get("content") or "").lower() for m in messages)
+    return any("json" in content_text(m.get("content")).lower() for m in messages)
 
 
 def _tools(raw: Any) -> tuple[ToolSpec, ...]:

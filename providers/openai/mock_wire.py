@@ -17,27 +17,27 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
-import secrets
-import string
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import zip_longest
 from typing import Any, Final
 
+import msgspec
 from aiohttp import web
 
 from providers.mock.app import MockShared, Pacer, StreamCounter, interrupt
+from providers.mock.app import stamp as stamp_now
 from providers.mock.faults import Fault, LayoutFault, StreamErrorFault
-from providers.openai.mock_answers import Answer, Choice, ToolCall
+from providers.openai.mock_answers import Answer, Choice, ToolCall, random_id
 from providers.openai.mock_errors import error_body, fault_error
 from providers.openai.mock_request import ChatParams
 
 __all__ = ["completion_body", "completion_id", "fingerprint", "stream_answer", "usage_body"]
 
-_SEPARATORS: Final = (",", ":")
-_BASE62: Final = string.ascii_letters + string.digits
+# Compact JSON as bytes, the same bytes as `json.dumps(separators=(",", ":"),
+# ensure_ascii=False).encode()` at a tenth of its cost: it runs once per token.
+_encode: Final = msgspec.json.Encoder().encode
 _DONE: Final = b"data: [DONE]\n\n"
 _SSE_HEADERS: Final = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -45,17 +45,11 @@ _SSE_HEADERS: Final = {
 }
 # Padding values cycled through (random per process): the point of the field is
 # only that chunk sizes stop revealing token lengths.
-_PADDING: Final = tuple(
-    "".join(secrets.choice(_BASE62) for _ in range(length)) for length in range(2, 18)
-)
-
-
-def _dumps(value: object) -> str:
-    return json.dumps(value, separators=_SEPARATORS, ensure_ascii=False)
+_PADDING: Final = tuple(random_id("", length) for length in range(2, 18))
 
 
 def completion_id() -> str:
-    return "chatcmpl-" + "".join(secrets.choice(_BASE62) for _ in range(29))
+    return random_id("chatcmpl-", 29)
 
 
 def fingerprint(model: str) -> str:
@@ -99,7 +93,7 @@ def _message(choice: Choice, stamp: bool) -> dict[str, Any]:
             "refusal": None,
             "annotations": [],
         }
-    pieces = [_stamp() for _ in choice.pieces] if stamp else choice.pieces
+    pieces = [stamp_now() for _ in choice.pieces] if stamp else choice.pieces
     return {"role": "assistant", "content": "".join(pieces), "refusal": None, "annotations": []}
 
 
@@ -124,10 +118,6 @@ def completion_body(params: ChatParams, answer: Answer, stamp: bool) -> dict[str
     }
 
 
-def _stamp() -> str:
-    return f" t{time.time_ns()}"
-
-
 # ---------------------------------------------------------------- streams
 
 
@@ -139,7 +129,7 @@ class _ChunkWriter:
     def __init__(self, params: ChatParams) -> None:
         self._head = (
             f'data: {{"id":"{completion_id()}","object":"chat.completion.chunk",'
-            f'"created":{int(time.time())},"model":{_dumps(params.model)},'
+            f'"created":{int(time.time())},"model":{_encode(params.model).decode()},'
             f'"service_tier":"{params.service_tier}",'
             f'"system_fingerprint":"{fingerprint(params.model)}","choices":'
         ).encode()
@@ -162,22 +152,22 @@ class _ChunkWriter:
     def content(self, index: int, text: str) -> bytes:
         return (
             self._content[index]
-            + json.dumps(text, ensure_ascii=False).encode()
+            + _encode(text)
             + b'},"logprobs":null,"finish_reason":null}]'
             + self._tail()
         )
 
     def delta(self, index: int, delta: Mapping[str, Any], finish: str | None = None) -> bytes:
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return self._head + _dumps([choice]).encode() + self._tail()
+        return self._head + _encode([choice]) + self._tail()
 
     def usage(self, usage: Mapping[str, Any]) -> bytes:
         padding = f',"obfuscation":"{_PADDING[0]}"' if self._padding else ""
-        return self._head + b'[],"usage":' + _dumps(usage).encode() + padding.encode() + b"}\n\n"
+        return self._head + b'[],"usage":' + _encode(usage) + padding.encode() + b"}\n\n"
 
     @staticmethod
     def error(body: Mapping[str, Any]) -> bytes:
-        return b"data: " + _dumps(body).encode() + b"\n\n"
+        return b"data: " + _encode(body) + b"\n\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +280,7 @@ async def _send_steps(
             continue
         if first:
             await resp.write(writer.delta(step.choice, _ROLE))
-        await resp.write(writer.content(step.choice, _stamp() if stamp else step.text))
+        await resp.write(writer.content(step.choice, stamp_now() if stamp else step.text))
     return await _before_token(request, resp, writer, state, fault, total, total)
 
 

@@ -149,7 +149,7 @@ def _index(item: Any, position: int) -> int:
 
 
 class StreamState:
-    """Per-stream bookkeeping: finish reason, usage, refusal, tool-call indexes, [DONE]."""
+    """Per-stream bookkeeping: finish reason, usage, tool-call indexes, [DONE]."""
 
     __slots__ = (
         "_ids",
@@ -192,12 +192,11 @@ class StreamState:
         if usage:
             self.usage = _usage(usage)
         # Azure's first chunk has no choices (only prompt_filter_results); the usage
-        # chunk has none either.
-        out: list[StreamEvent] = []
+        # chunk has none either. A chunk holds at most one delta per choice.
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) == 0:
-                out += self._choice(choice)
-        return out
+                return self._choice(choice)
+        return []
 
     def _choice(self, choice: dict[str, Any]) -> list[StreamEvent]:
         reason = choice.get("finish_reason")

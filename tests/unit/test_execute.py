@@ -19,8 +19,8 @@ import pytest
 from aiormq.exceptions import ChannelInvalidStateError
 
 from contracts.errors import BadRequest, ContractError
-from contracts.frames import Usage
-from contracts.jobs import ChatJob, Credential, EmbedJob, Message, Target, Tool
+from contracts.frames import ToolCallDelta, Usage
+from contracts.jobs import ChatJob, Credential, EmbedJob, Message, Target, Tool, ToolCall
 from providers.core.http import HttpClientPool
 from providers.core.spec import Capability, ProviderContext, ProviderSpec
 from providers.core.types import (
@@ -403,9 +403,12 @@ class Refuser:
 class ChatOnly:
     """An API that cannot stream: the executor must answer a streamed job in one delta."""
 
+    def __init__(self, message: Message | None = None) -> None:
+        self.message = message or Message(role="assistant", content="whole answer")
+
     async def chat(self, req: ChatRequest, secret: Secret) -> ChatResult:
         return ChatResult(
-            message=Message(role="assistant", content="whole answer"),
+            message=self.message,
             finish_reason="stop",
             usage=Usage(input_tokens=1, output_tokens=2, total_tokens=3),
         )
@@ -450,3 +453,21 @@ async def test_capabilities_decide_before_any_call() -> None:
     with pytest.raises(BadRequest, match="provider 'plain' does not support embed"):
         embed = EmbedJob(v=1, request_id="e", inputs=["a"], target=sealed(ring, "plain"))
         await executor.run(embed, Recording(), RunState())  # type: ignore[arg-type]
+
+
+async def test_an_unstreamed_answer_sends_its_refusal_and_tool_calls_as_deltas() -> None:
+    ring = new_ring()
+    registry = ProviderRegistry()
+    answer = Message(
+        role="assistant",
+        refusal="I can't help.",
+        tool_calls=[ToolCall(id="c1", name="f", arguments="{}")],
+    )
+    registry.register(ProviderSpec.custom("plain", Capability.CHAT), ChatOnly(answer))
+    executor = Executor(registry, CredentialResolver(ring), RetryPolicy())
+    stream = Recording()
+    await executor.run(chat_job(ring, "plain"), stream, RunState())  # type: ignore[arg-type]
+    assert stream.sent == [
+        ("refusal", "I can't help."),
+        ("tool", ToolCallDelta(index=0, id="c1", name="f", arguments="{}")),
+    ]

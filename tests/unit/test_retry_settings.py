@@ -25,7 +25,7 @@ def settings(**env: str) -> Settings:
 class TestRetrySettings:
     def test_defaults_are_the_policys_own(self) -> None:
         s = settings()
-        assert s.retry == RetryPolicy() and s.provider_retry == {}
+        assert s.retry == RetryPolicies(RetryPolicy(), {})
 
     def test_fleet_wide_settings(self) -> None:
         s = settings(
@@ -34,7 +34,7 @@ class TestRetrySettings:
             FLEET_RETRY_BACKOFF_MAX="4",
             FLEET_RETRY_MAX_RETRY_AFTER="20",
         )
-        assert s.retry == RetryPolicy(
+        assert s.retry.default == RetryPolicy(
             max_attempts=6, backoff_base=0.25, backoff_cap=4.0, max_retry_after=20.0
         )
 
@@ -45,12 +45,13 @@ class TestRetrySettings:
             FLEET_PROVIDER_RETRY_ATTEMPTS="vllm=1,openai-compatible=2",
             FLEET_PROVIDER_RETRY_MAX_RETRY_AFTER="openai=120",
         )
-        policies = s.retry_policies
+        policies = s.retry
         assert policies.for_provider("vllm") == RetryPolicy(max_attempts=1, backoff_cap=10.0)
         assert policies.for_provider("openai-compatible").max_attempts == 2
         openai = policies.for_provider("openai")
         assert (openai.max_attempts, openai.max_retry_after, openai.backoff_cap) == (5, 120.0, 10.0)
-        assert policies.for_provider("ollama") == s.retry  # not named: the fleet-wide policy
+        # Not named: the fleet-wide policy.
+        assert policies.for_provider("ollama") == policies.default
 
     @pytest.mark.parametrize(
         ("env", "named"),

@@ -590,8 +590,8 @@ async def test_error_classification(
     assert error.provider_status == status
     assert error.message == f"anthropic: HTTP {status} {kind}: nope"
     assert error.provider_request_id == "req_hdr"
-    if cls in (RateLimited, ProviderUnavailable):
-        assert error.retry_after == 7.0
+    # The wait is advice for a retry: only errors that will be retried carry it.
+    assert error.retry_after == (7.0 if retryable else None)
 
 
 async def test_canary_key_never_appears_in_errors(adapter: Make) -> None:
@@ -618,6 +618,33 @@ async def test_canary_key_never_appears_in_errors(adapter: Make) -> None:
     with pytest.raises(ProviderUnavailable) as info:
         await adapter(refuse).chat(request(), SECRET)
     assert CANARY not in str(info.value)
+
+
+async def test_canary_cut_by_truncation_still_never_appears(adapter: Make) -> None:
+    # The key straddles the message length limit: scrubbed whole, before the cut.
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("x" * 280 + CANARY + "y" * 100)
+
+    with pytest.raises(ProviderUnavailable) as info:
+        await adapter(refuse).chat(request(), SECRET)
+    assert CANARY[:12] not in str(info.value)
+    assert "[redacted]" in str(info.value)
+
+
+async def test_canary_echoed_as_request_id_is_scrubbed(adapter: Make) -> None:
+    body = {**error_body("api_error", "boom"), "request_id": f"req_{CANARY}"}
+    with pytest.raises(ProviderUnavailable) as info:
+        await adapter(answer(500, body)).chat(request(), SECRET)
+    assert info.value.provider_request_id == "req_[redacted]"
+
+
+async def test_unusable_credential_base_url_is_a_bad_request(adapter: Make) -> None:
+    secret = Secret({"api_key": CANARY, "base_url": "https://anthropic.test/\x7fv1"})
+    with pytest.raises(BadRequest, match="invalid URL") as info:
+        await adapter(ok).chat(request(), secret)
+    assert CANARY not in str(info.value)
+    with pytest.raises(BadRequest, match="invalid URL"):
+        await collect(adapter(ok).stream_chat(request(), secret))
 
 
 # -- verify and registry -----------------------------------------------------------------

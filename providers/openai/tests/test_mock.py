@@ -737,6 +737,20 @@ async def test_json_object_mode_answers_json(mock: RunningMock) -> None:
             "/chat/completions", json=chat_body(messages=ask, response_format=fmt, max_tokens=1)
         )
         no_word = await http.post("/chat/completions", json=chat_body(response_format=fmt))
+        # The word counts in text parts only, not in the structure around them.
+        parts: list[dict[str, Any]] = [
+            {"type": "text", "text": "Describe this"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/a.json"}},
+        ]
+        in_url = await http.post(
+            "/chat/completions",
+            json=chat_body(messages=[{"role": "user", "content": parts}], response_format=fmt),
+        )
+        parts[0]["text"] = "Describe this as JSON"
+        in_text = await http.post(
+            "/chat/completions",
+            json=chat_body(messages=[{"role": "user", "content": parts}], response_format=fmt),
+        )
         bad = await http.post("/chat/completions", json=chat_body(response_format={"type": "xml"}))
     content = whole.json()["choices"][0]["message"]["content"]
     assert isinstance(json.loads(content), dict) and json.loads(streamed) == json.loads(content)
@@ -749,6 +763,7 @@ async def test_json_object_mode_answers_json(mock: RunningMock) -> None:
     }
     assert short.json()["choices"][0]["message"]["content"] == '{"'
     assert no_word.status_code == 400 and "json" in no_word.json()["error"]["message"]
+    assert (in_url.status_code, in_text.status_code) == (400, 200)
     assert bad.status_code == 400
     assert bad.json()["error"]["param"] == "response_format.type"
 
