@@ -208,7 +208,7 @@ async def sse_chat_stream(
     body: Callable[[], Mapping[str, Any]],
     parser: StreamParser,
     *,
-    end_marker: str,
+    end_marker: str | None,
 ) -> AsyncGenerator[StreamEvent, None]:
     """POST `body()` and yield what `parser` makes of each server-sent event.
 
@@ -217,9 +217,12 @@ async def sse_chat_stream(
     `body` is called on the first iteration, so a request that cannot be mapped
     fails where the caller consumes the stream, like any other stream error.
 
-    A body that ends before the end marker is a dropped stream (retryable). The
-    `StreamEnd` is yielded after the response is closed, so its connection is back
-    in the pool however long the caller holds this generator open.
+    A body that ends before the end marker is a dropped stream (retryable). A
+    provider without an end marker (Gemini closes the body) passes `end_marker=None`:
+    the end of the body ends the stream, and `parser.end()` must raise if what came
+    was not whole (no finish reason seen). The `StreamEnd` is yielded after the
+    response is closed, so its connection is back in the pool however long the
+    caller holds this generator open.
     """
     async with (
         api.stream("POST", path, secret, body()) as response,
@@ -231,8 +234,10 @@ async def sse_chat_stream(
             if parser.done:
                 break
         else:
-            raise ProviderUnavailable(f"{api.name}: stream ended before {end_marker}")
-        await drain(events)
+            if end_marker is not None:
+                raise ProviderUnavailable(f"{api.name}: stream ended before {end_marker}")
+        if parser.done:
+            await drain(events)
     yield parser.end()
 
 

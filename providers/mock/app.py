@@ -12,7 +12,7 @@ import asyncio
 import importlib
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -36,6 +36,7 @@ __all__ = [
     "MAX_BODY",
     "SHARED",
     "Dropped",
+    "MockCredentials",
     "MockProvider",
     "MockShared",
     "Pacer",
@@ -80,18 +81,48 @@ def shared_state(request: web.Request) -> MockShared:
     return request.config_dict[SHARED]
 
 
+# A well-formed key no default mock accepts; long enough that a provider echoing
+# its last 4 characters in an error still hides the rest.
+WRONG_KEY: Final = "sk-conformance-wrong-key-5e1f0a9c7d"
+
+
+@dataclass(frozen=True, slots=True)
+class MockCredentials:
+    """Credential fields a default-configured mock accepts, and fields it refuses
+    the way the provider refuses a wrong key (for tests, the demo and load tests).
+
+    `canaries` are the secret values among them: strings that must never appear
+    in an error message, a log line or a frame.
+    """
+
+    good: Mapping[str, str]
+    wrong: Mapping[str, str]
+    canaries: tuple[str, ...]
+
+
+API_KEY_CREDENTIALS: Final = MockCredentials(
+    good={"api_key": "mock-key"},
+    wrong={"api_key": WRONG_KEY},
+    canaries=("mock-key", WRONG_KEY),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class MockProvider:
     """A provider's mock: its path prefix, its app, and where its SDK points.
 
     `sdk_path` is what follows the prefix in the base URL the provider's official
     SDK takes (`/v1` for OpenAI, empty for Anthropic, whose SDK adds `/v1` itself).
+    `token_path`, for providers that trade a credential for a bearer token, is
+    where under the prefix the mock's token endpoint is.
     """
 
     prefix: str
     build: Callable[[], web.Application]
     sdk_path: str = ""
     api_path: str = ""  # what follows the prefix in the fleet adapter's base URL
+    credentials: MockCredentials = API_KEY_CREDENTIALS
+    token_path: str | None = None
 
 
 def mock_providers(modules: Sequence[str] | None = None) -> list[MockProvider]:

@@ -45,6 +45,11 @@ class RunningMock:
         """The base URL of one provider's mock, as that provider's official SDK takes it."""
         return f"{self.root}/{prefix}{_mock_provider(prefix).sdk_path}"
 
+    def token_url(self, prefix: str) -> str | None:
+        """One provider's mock token endpoint, where it has one."""
+        path = _mock_provider(prefix).token_path
+        return None if path is None else f"{self.root}/{prefix}{path}"
+
     @property
     def base_url(self) -> str:
         """The OpenAI dialect's base URL (what the `mock` provider calls)."""

@@ -31,16 +31,11 @@ from providers.core.types import (
     TextDelta,
     ToolDelta,
 )
-from providers.mock.app import MockProvider
+from providers.mock.app import MockCredentials, MockProvider
 from providers.mock.server import RunningMock
 from providers.options import ModelOptions
 from providers.registry import Provider, ProviderRegistry
 
-# The key every mock accepts by default (MockConfig.api_keys).
-KEY: Final = "mock-key"
-# Long enough that a mock echoing its last 4 characters still hides the rest.
-BAD_KEY: Final = "sk-conformance-wrong-key-5e1f0a9c7d"
-SECRET: Final = Secret({"api_key": KEY})
 # Short, so stall scenarios cost half a second; the mocks answer in milliseconds.
 READ_TIMEOUT: Final = 0.5
 # Stalls last longer than READ_TIMEOUT; the mock's handler is cancelled when we hang up.
@@ -91,11 +86,32 @@ def provider_mock(package: str) -> MockProvider:
 def build_provider(package: str, running: RunningMock, pool: HttpClientPool) -> Provider:
     """The package's adapter pointed at its mock, registered so accessors check capabilities."""
     spec = provider_spec(package)
-    base_url = running.url(provider_mock(package).prefix)
-    adapter = spec.build(ProviderContext(spec.name, pool, base_url))
+    mock = provider_mock(package)
+    base_url = running.url(mock.prefix)
+    token_url = running.token_url(mock.prefix)
+    adapter = spec.build(ProviderContext(spec.name, pool, base_url, token_url))
     registry = ProviderRegistry()
     registry.register(spec, adapter, base_url)
+    _CREDENTIALS[spec.name] = mock.credentials
     return registry.get(spec.name)
+
+
+# Provider name → its mock's credentials, filled in by `build_provider`.
+_CREDENTIALS: dict[str, MockCredentials] = {}
+
+
+def secret(provider: Provider) -> Secret:
+    """A credential the provider's mock accepts."""
+    return Secret(_CREDENTIALS[provider.name].good)
+
+
+def wrong_secret(provider: Provider) -> Secret:
+    """A well-formed credential the provider's mock refuses as a wrong key."""
+    return Secret(_CREDENTIALS[provider.name].wrong)
+
+
+def canaries(provider: Provider) -> tuple[str, ...]:
+    return _CREDENTIALS[provider.name].canaries
 
 
 def require(provider: Provider, capability: Capability) -> None:
@@ -137,11 +153,12 @@ class Collected:
         return self.ends[0]
 
 
-async def collect(provider: Provider, req: ChatRequest, secret: Secret = SECRET) -> Collected:
-    """Read a whole stream; a `FleetError` ends it and is kept, anything else propagates."""
+async def collect(provider: Provider, req: ChatRequest, key: Secret | None = None) -> Collected:
+    """Read a whole stream (with `key`, else the mock's good credential); a
+    `FleetError` ends it and is kept, anything else propagates."""
     got = Collected()
     try:
-        stream = provider.streamer().stream_chat(req, secret)
+        stream = provider.streamer().stream_chat(req, key or secret(provider))
         # Callers close a stream they leave early (StreamAdapter's contract): it must let them.
         assert isinstance(stream, AsyncGenerator), "stream_chat must return an async generator"
         async with contextlib.aclosing(stream) as events:
@@ -152,17 +169,17 @@ async def collect(provider: Provider, req: ChatRequest, secret: Secret = SECRET)
     return got
 
 
-async def chat_error(provider: Provider, req: ChatRequest, secret: Secret = SECRET) -> FleetError:
+async def chat_error(provider: Provider, req: ChatRequest, key: Secret | None = None) -> FleetError:
     with pytest.raises(FleetError) as info:
-        result: ChatResult = await provider.chat().chat(req, secret)
+        result: ChatResult = await provider.chat().chat(req, key or secret(provider))
         pytest.fail(f"expected an error, got an answer (finish_reason={result.finish_reason!r})")
     return info.value
 
 
 async def stream_error(
-    provider: Provider, req: ChatRequest, secret: Secret = SECRET
+    provider: Provider, req: ChatRequest, key: Secret | None = None
 ) -> tuple[FleetError, Collected]:
-    got = await collect(provider, req, secret)
+    got = await collect(provider, req, key)
     assert got.error is not None, f"stream ended without an error: {got.events[-3:]!r}"
     return got.error, got
 
@@ -218,8 +235,8 @@ def check_failure(
     assert type(error) is cls, f"expected {cls.__name__}, got {type(error).__name__}: {error}"
     assert error.retryable is retryable, f"retryable={error.retryable}: {error}"
     assert error.message.startswith(provider.name), error.message
-    for key in (KEY, BAD_KEY):
-        assert key not in error.message, "an api key leaked into the error message"
+    for canary in canaries(provider):
+        assert canary not in error.message, "a credential leaked into the error message"
 
 
 # -- the mock's admin API --------------------------------------------------------------

@@ -11,7 +11,6 @@ from providers.core.spec import Capability
 from providers.core.types import ChatRequest
 from providers.registry import Provider
 from tests.conformance.support import (
-    SECRET,
     TOOL_PROMPT,
     TOOLS,
     MockAdmin,
@@ -20,13 +19,14 @@ from tests.conformance.support import (
     check_tool_calls,
     collect,
     require,
+    secret,
 )
 
 
 async def test_plain_text(provider: Provider, model: str, path: str, admin: MockAdmin) -> None:
     req = chat_request(model)
     if path == "chat":
-        result = await provider.chat().chat(req, SECRET)
+        result = await provider.chat().chat(req, secret(provider))
         assert result.message.role == "assistant"
         assert result.message.text(), "empty answer"
         assert not result.message.tool_calls
@@ -45,7 +45,7 @@ async def test_streamed_text_equals_chat_text(
 ) -> None:
     require(provider, Capability.CHAT | Capability.STREAM)
     req = chat_request(model)
-    result = await provider.chat().chat(req, SECRET)
+    result = await provider.chat().chat(req, secret(provider))
     got = await collect(provider, req)
     got.end()
     # The mocks' text engine depends on the prompt only.
@@ -57,7 +57,7 @@ async def test_streamed_text_equals_chat_text(
 async def test_usage(provider: Provider, model: str, path: str, admin: MockAdmin) -> None:
     req = chat_request(model)
     if path == "chat":
-        usage = (await provider.chat().chat(req, SECRET)).usage
+        usage = (await provider.chat().chat(req, secret(provider))).usage
     else:
         usage = (await collect(provider, req)).end().usage
         await admin.assert_no_open_streams()
@@ -71,7 +71,7 @@ async def test_streamed_usage_equals_chat_usage(
 ) -> None:
     require(provider, Capability.CHAT | Capability.STREAM)
     req = chat_request(model)
-    result = await provider.chat().chat(req, SECRET)
+    result = await provider.chat().chat(req, secret(provider))
     assert (await collect(provider, req)).end().usage == result.usage
     await admin.assert_no_open_streams()
 
@@ -81,7 +81,7 @@ async def test_max_tokens_cuts_with_length(
 ) -> None:
     req = chat_request(model, max_tokens=3)
     if path == "chat":
-        result = await provider.chat().chat(req, SECRET)
+        result = await provider.chat().chat(req, secret(provider))
         finish, usage, text = result.finish_reason, result.usage, result.message.text()
     else:
         got = await collect(provider, req)
@@ -100,7 +100,7 @@ async def test_parallel_tool_calls(
     require(provider, Capability.TOOLS)
     req = chat_request(model, TOOL_PROMPT, tools=TOOLS)
     if path == "chat":
-        result = await provider.chat().chat(req, SECRET)
+        result = await provider.chat().chat(req, secret(provider))
         check_tool_calls(result.message.tool_calls)
         assert result.finish_reason == "tool_calls"
         return
@@ -117,7 +117,7 @@ async def test_streamed_tool_calls_equal_chat_calls(
 ) -> None:
     require(provider, Capability.CHAT | Capability.STREAM | Capability.TOOLS)
     req = chat_request(model, TOOL_PROMPT, tools=TOOLS)
-    result = await provider.chat().chat(req, SECRET)
+    result = await provider.chat().chat(req, secret(provider))
     if layout != "usual":
         await admin.fault(layout, model)
     got = await collect(provider, req)
@@ -135,7 +135,9 @@ async def test_streamed_tool_calls_equal_chat_calls(
 async def test_a_tool_turn_round_trips(provider: Provider, model: str) -> None:
     """A conversation carrying a tool call and its result is accepted (no 400)."""
     require(provider, Capability.CHAT | Capability.TOOLS)
-    first = await provider.chat().chat(chat_request(model, TOOL_PROMPT, tools=TOOLS), SECRET)
+    first = await provider.chat().chat(
+        chat_request(model, TOOL_PROMPT, tools=TOOLS), secret(provider)
+    )
     calls = first.message.tool_calls or []
     assert calls, "no tool call to answer"
     messages = [
@@ -147,5 +149,5 @@ async def test_a_tool_turn_round_trips(provider: Provider, model: str) -> None:
         ),
     ]
     req = ChatRequest(model=model, messages=messages, tools=list(TOOLS))
-    second = await provider.chat().chat(req, SECRET)
+    second = await provider.chat().chat(req, secret(provider))
     assert second.finish_reason in ("stop", "tool_calls")

@@ -10,14 +10,16 @@ from contracts.errors import FleetError, ProviderUnavailable, RateLimited
 from providers.core.spec import Capability
 from providers.core.types import EmbedRequest
 from providers.registry import Provider
-from tests.conformance.support import SECRET, MockAdmin, check_error, require
+from tests.conformance.support import MockAdmin, check_error, require, secret
 
 TEXTS = ["the first text", "a second, different text", "the first text"]
 
 
 async def test_embed_rows(provider: Provider, model: str) -> None:
     require(provider, Capability.EMBED)
-    result = await provider.embedder().embed(EmbedRequest(model=model, inputs=TEXTS), SECRET)
+    result = await provider.embedder().embed(
+        EmbedRequest(model=model, inputs=TEXTS), secret(provider)
+    )
     assert result.count == len(TEXTS)
     assert result.dims > 0
     assert len(result.data) == result.count * result.dims * 4
@@ -37,5 +39,5 @@ async def test_embed_errors(provider: Provider, model: str, admin: MockAdmin) ->
     for spec, cls, status in (("500", ProviderUnavailable, 500), ("429", RateLimited, 429)):
         await admin.fault(spec, model)
         with pytest.raises(FleetError) as info:
-            await provider.embedder().embed(req, SECRET)
+            await provider.embedder().embed(req, secret(provider))
         check_error(info.value, provider, cls, retryable=True, status=status)

@@ -21,15 +21,15 @@ from providers.core.spec import Capability
 from providers.core.types import ChatRequest, Secret
 from providers.registry import Provider
 from tests.conformance.support import (
-    BAD_KEY,
-    KEY,
-    SECRET,
     MockAdmin,
+    canaries,
     chat_error,
     chat_request,
     check_error,
     require,
+    secret,
     stream_error,
+    wrong_secret,
 )
 
 
@@ -61,11 +61,11 @@ ERROR_CASES = [
 
 
 async def _error(
-    provider: Provider, path: str, req: ChatRequest, secret: Secret = SECRET
+    provider: Provider, path: str, req: ChatRequest, key: Secret | None = None
 ) -> FleetError:
     if path == "chat":
-        return await chat_error(provider, req, secret)
-    error, got = await stream_error(provider, req, secret)
+        return await chat_error(provider, req, key)
+    error, got = await stream_error(provider, req, key)
     assert not got.events, f"events before an HTTP error: {got.events!r}"
     return error
 
@@ -90,18 +90,19 @@ async def test_unknown_model_is_not_found(provider: Provider, path: str) -> None
 
 
 async def test_wrong_key_is_unauthorized(provider: Provider, model: str, path: str) -> None:
-    error = await _error(provider, path, chat_request(model), Secret({"api_key": BAD_KEY}))
+    error = await _error(provider, path, chat_request(model), wrong_secret(provider))
     check_error(error, provider, Unauthorized, retryable=False, status=401)
 
 
 async def test_verify(provider: Provider) -> None:
     require(provider, Capability.VERIFY)
-    good = await provider.verifier().verify(Secret({"api_key": KEY}))
+    good = await provider.verifier().verify(secret(provider))
     assert good.ok, good.detail
-    bad = await provider.verifier().verify(Secret({"api_key": BAD_KEY}))
+    bad = await provider.verifier().verify(wrong_secret(provider))
     assert not bad.ok
     assert bad.detail, "a refused key should say why"
-    assert BAD_KEY not in bad.detail
+    for canary in canaries(provider):
+        assert canary not in bad.detail
 
 
 _ACCESSORS: dict[Capability, Callable[[Provider], object]] = {

@@ -17,7 +17,6 @@ from providers.core.types import ChatResult, StreamEvent, TextDelta
 from providers.registry import Provider
 from providers.retry import RetryPolicy, call_with_retry, stream_with_retry
 from tests.conformance.support import (
-    SECRET,
     STALL_SECONDS,
     MockAdmin,
     chat_error,
@@ -25,6 +24,7 @@ from tests.conformance.support import (
     check_error,
     check_failure,
     require,
+    secret,
     stream_error,
 )
 
@@ -108,7 +108,7 @@ async def test_retry_after_is_honoured(
     async def call() -> ChatResult:
         nonlocal attempts
         attempts += 1
-        return await provider.chat().chat(chat_request(model), SECRET)
+        return await provider.chat().chat(chat_request(model), secret(provider))
 
     result = await call_with_retry(
         RetryPolicy(max_attempts=2), call, on_retry=lambda exc, w: waits.append((exc, w))
@@ -129,7 +129,7 @@ async def test_stream_is_retried_before_its_first_event(
     events: list[StreamEvent] = []
     stream = stream_with_retry(
         RetryPolicy(max_attempts=2),
-        lambda: provider.streamer().stream_chat(chat_request(model), SECRET),
+        lambda: provider.streamer().stream_chat(chat_request(model), secret(provider)),
         on_retry=lambda exc, w: waits.append(w),
     )
     async with contextlib.aclosing(stream) as events_in:

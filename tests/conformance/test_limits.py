@@ -13,12 +13,12 @@ from providers.mock.config import MockConfig
 from providers.mock.server import RunningMock, start_mock
 from providers.registry import Provider
 from tests.conformance.support import (
-    SECRET,
     build_provider,
     chat_error,
     chat_request,
     check_error,
     require,
+    secret,
     stream_error,
 )
 
@@ -41,7 +41,7 @@ async def limited(package: str, pool: HttpClientPool) -> AsyncIterator[Provider]
 async def test_requests_past_the_budget_are_rate_limited(limited: Provider, model: str) -> None:
     require(limited, Capability.CHAT)
     for _ in range(RPM):
-        assert (await limited.chat().chat(chat_request(model), SECRET)).message.text()
+        assert (await limited.chat().chat(chat_request(model), secret(limited))).message.text()
     error = await chat_error(limited, chat_request(model))
     check_error(error, limited, RateLimited, retryable=True, status=429)
     # One request refills in 60/RPM seconds: the provider says how long to wait.
