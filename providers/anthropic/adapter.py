@@ -13,7 +13,9 @@ Choices:
   prompt cache, so the three are added; the two cache counts are also reported apart.
 * Finish reasons in the fleet's (OpenAI's) words: `end_turn`/`stop_sequence` are
   "stop", `max_tokens`/`model_context_window_exceeded` "length", `tool_use`
-  "tool_calls", `refusal` "content_filter"; anything else (`pause_turn`) as sent.
+  "tool_calls"; anything else (`pause_turn`) as sent. A `refusal` (the safety
+  classifier stopped the answer) is raised as `ContentFiltered`, as the other
+  providers' content filters are.
 * `seed`, `frequency_penalty` and `presence_penalty` have no Anthropic equivalent
   and are not sent. Thinking blocks are not part of the answer text.
 """
@@ -33,6 +35,7 @@ from providers.anthropic.mapping import (
     finish_reason,
     messages_body,
     parse_message,
+    refusal_error,
     usage_of,
 )
 from providers.core.api import ApiClient, sse_chat_stream
@@ -161,7 +164,10 @@ class _StreamState:
         if kind == "message_start":
             self._merge_usage(data["message"].get("usage"))
         elif kind == "message_delta":
-            self.finish_reason = finish_reason(data["delta"].get("stop_reason"))
+            stop_reason = data["delta"].get("stop_reason")
+            if stop_reason == "refusal":
+                raise refusal_error(self._provider)
+            self.finish_reason = finish_reason(stop_reason)
             self._merge_usage(data.get("usage"))
         elif kind == "message_stop":
             self.done = True

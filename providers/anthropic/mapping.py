@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
-from contracts.errors import BadRequest, ContractError, InternalError
+from contracts.errors import BadRequest, ContentFiltered, ContractError, InternalError
 from contracts.frames import Usage
 from contracts.jobs import ContentPart, Message, Tool, ToolCall
 from providers.core.types import ChatRequest, ChatResult, tool_schema
@@ -25,6 +25,7 @@ __all__ = [
     "finish_reason",
     "messages_body",
     "parse_message",
+    "refusal_error",
     "usage_of",
 ]
 
@@ -43,7 +44,6 @@ _FINISH: Final[Mapping[str, str]] = {
     "max_tokens": "length",
     "model_context_window_exceeded": "length",
     "tool_use": "tool_calls",
-    "refusal": "content_filter",
 }
 
 _TOOL_CHOICE: Final[Mapping[str, str]] = {
@@ -236,8 +236,17 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def refusal_error(provider: str) -> ContentFiltered:
+    return ContentFiltered(
+        f"{provider}: the answer was stopped by the provider's safety classifier "
+        "(stop_reason refusal)"
+    )
+
+
 def parse_message(provider: str, payload: Mapping[str, Any]) -> ChatResult:
-    """`ChatResult` from a non-streaming Message body."""
+    """`ChatResult` from a non-streaming Message body; a refusal is `ContentFiltered`."""
+    if payload.get("stop_reason") == "refusal":
+        raise refusal_error(provider)
     content = payload.get("content")
     if not isinstance(content, list):
         raise InternalError(f"{provider}: response has no content list")

@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from providers.anthropic.mock_answer import compose, dumps, message_body
+from providers.anthropic.mock_answer import compose, dumps, message_body, refused
 from providers.anthropic.mock_errors import REQUEST_ID, fault_error, render_error
 from providers.anthropic.mock_request import json_object, parse_count_tokens, parse_messages
 from providers.anthropic.mock_stream import StreamWriter
@@ -138,6 +138,7 @@ async def _messages(request: web.Request) -> web.StreamResponse:
     answer = compose(req, state.config)
     _charge_budget(request, state, prompt + answer.output_tokens)
     fault = _pick_fault(request, state, req.model, req.stream)
+    answer = refused(answer, fault)
     charge = request.config_dict[_CACHE].charge(_presented_key(request), req, prompt)
     if req.stream:
         resp = web.StreamResponse(headers=_SSE_HEADERS)

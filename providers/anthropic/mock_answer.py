@@ -23,6 +23,7 @@ from providers.anthropic.mock_request import MessagesRequest
 from providers.anthropic.mock_usage import CacheCharge, last_user_text
 from providers.mock.app import new_id, stamp
 from providers.mock.config import MockConfig
+from providers.mock.faults import Fault, FilterFault
 from providers.mock.pieces import cut_at_stop, split_pieces
 from providers.mock.schema_json import instance_of, tool_input
 from providers.mock.text import answer_rng, answer_tokens, content_text
@@ -78,6 +79,15 @@ def split(arguments: str) -> list[str]:
     cut = max(len(arguments) // 3, 1)
     parts = [arguments[:cut], arguments[cut : 2 * cut], arguments[2 * cut :]]
     return [p for p in parts if p]
+
+
+def refused(answer: Answer, fault: Fault | None) -> Answer:
+    """The answer as a `filtered` fault leaves it: Claude's safety classifier stops it
+    after the fault's token count (at once for a refused prompt), `stop_reason: refusal`."""
+    if not isinstance(fault, FilterFault):
+        return answer
+    tokens = answer.tokens[: fault.after or 0]
+    return Answer(tokens, [], "refusal", len(tokens))
 
 
 def compose(req: MessagesRequest, config: MockConfig) -> Answer:

@@ -123,6 +123,9 @@ class MockProvider:
     api_path: str = ""  # what follows the prefix in the fleet adapter's base URL
     credentials: MockCredentials = API_KEY_CREDENTIALS
     token_path: str | None = None
+    # Whether the provider says how long to wait when it throttles (Bedrock does not:
+    # its SDKs back off on their own).
+    retry_hints: bool = True
 
 
 def mock_providers(modules: Sequence[str] | None = None) -> list[MockProvider]:

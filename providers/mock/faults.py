@@ -20,7 +20,7 @@ A request gets at most one fault, taken from the first source that has one:
 
 Spec grammar::
 
-    spec        := error | stall | stall-after | drop-after | stream-error | layout
+    spec        := error | stall | stall-after | drop-after | stream-error | layout | filter
     error       := "400" | "401" | "403" | "404" | "500" | "502" | "503" | "504"
                  | "quota" | "overloaded" | "context"
                  | "429" [":" option ("," option)*]
@@ -34,6 +34,9 @@ Spec grammar::
                                              stream after N tokens (default: overloaded)
     layout      := "interleave"              parallel tool calls streamed interleaved
                                              (dialects without the choice ignore it)
+    filter      := "filtered"                the provider's safety/content filter
+                                             blocks the prompt
+                 | "filtered-after:" N       ... or stops the answer after N tokens
 
 ``quota`` is a billing error (never retryable), ``overloaded`` a transient
 server overload (Anthropic's 529, OpenAI's 503), ``context`` a request past the
@@ -103,7 +106,17 @@ class LayoutFault:
     name: str
 
 
-Fault = ErrorFault | StallFault | DropFault | StreamErrorFault | LayoutFault
+@dataclass(frozen=True, slots=True)
+class FilterFault:
+    """The provider's content filter steps in: on the prompt (`after` None), or on
+    the answer once `after` content tokens are out. Each dialect says it its own
+    way (Azure's 400 `content_filter` or `finish_reason: content_filter`, Gemini's
+    `blockReason` or `finishReason: SAFETY`, Bedrock's `guardrail_intervened`)."""
+
+    after: int | None = None
+
+
+Fault = ErrorFault | StallFault | DropFault | StreamErrorFault | LayoutFault | FilterFault
 
 # Error kinds and the HTTP status each usually has.
 ERROR_KINDS: Final[Mapping[str, int]] = {
@@ -240,6 +253,10 @@ def parse_fault(spec: str) -> Fault:
         return StreamErrorFault(_count(count, spec), error)
     if head == "interleave" and not rest:
         return LayoutFault(head)
+    if head == "filtered" and not rest:
+        return FilterFault()
+    if head == "filtered-after":
+        return FilterFault(_count(rest, spec))
     raise FaultSpecError(f"unknown fault spec {spec!r}")
 
 
@@ -252,6 +269,8 @@ def fault_label(fault: Fault) -> str:
         return "stream-error"
     if isinstance(fault, LayoutFault):
         return fault.name
+    if isinstance(fault, FilterFault):
+        return "filtered" if fault.after is None else "filtered-after"
     return "stall-after" if fault.after else "stall"
 
 

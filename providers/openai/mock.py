@@ -45,7 +45,7 @@ from providers.mock.app import (
 from providers.mock.config import MockConfig
 from providers.mock.faults import ErrorFault, Fault, MockError, StreamErrorFault, bad_request
 from providers.mock.text import embedding_bytes, embedding_floats
-from providers.openai.mock_answers import compose
+from providers.openai.mock_answers import compose, filtered
 from providers.openai.mock_errors import (
     context_error,
     fault_error,
@@ -135,7 +135,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     limit = params.max_tokens or state.config.max_tokens_default
     _charge(request, state, model, params.prompt_tokens + limit)
     fault = _pick_fault(request, model)
-    answer = compose(params, state.config)
+    answer = filtered(compose(params, state.config), fault)
     if params.stream:
         return await stream_answer(request, state, params, answer, fault)
     if isinstance(fault, StreamErrorFault):

@@ -13,17 +13,18 @@ import random
 import secrets
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from providers.mock.config import MockConfig
+from providers.mock.faults import Fault, FilterFault
 from providers.mock.pieces import cut_at_stop, split_pieces
 from providers.mock.schema_json import instance_of, json_object_answer, tool_input
 from providers.mock.text import answer_rng, answer_tokens, last_user_text
 from providers.openai.mock_request import ChatParams, ToolSpec
 from providers.openai.models import is_reasoning_model
 
-__all__ = ["Answer", "Choice", "ToolCall", "compose", "random_id"]
+__all__ = ["Answer", "Choice", "ToolCall", "compose", "filtered", "random_id"]
 
 _ID_ALPHABET: Final = string.ascii_letters + string.digits
 _SEPARATORS: Final = (",", ":")
@@ -78,6 +79,19 @@ def compose(params: ChatParams, config: MockConfig) -> Answer:
     # Reasoning models think before answering; the count is hidden text, billed.
     reasoning = 64 * (1 + visible // 16) if is_reasoning_model(params.model) else 0
     return Answer(choices, params.prompt_tokens, reasoning)
+
+
+def filtered(answer: Answer, fault: Fault | None) -> Answer:
+    """The answer as a `filtered` fault leaves it: cut after the fault's token count
+    (nothing for a blocked prompt), no tool calls, finish `content_filter`."""
+    if not isinstance(fault, FilterFault):
+        return answer
+    keep = fault.after or 0
+    choices = [
+        replace(c, pieces=c.pieces[:keep], tool_calls=[], finish_reason="content_filter")
+        for c in answer.choices
+    ]
+    return replace(answer, choices=choices)
 
 
 def _choice(params: ChatParams, config: MockConfig, index: int, calls: list[ToolSpec]) -> Choice:

@@ -92,26 +92,35 @@ def build_provider(package: str, running: RunningMock, pool: HttpClientPool) -> 
     adapter = spec.build(ProviderContext(spec.name, pool, base_url, token_url))
     registry = ProviderRegistry()
     registry.register(spec, adapter, base_url)
-    _CREDENTIALS[spec.name] = mock.credentials
+    _MOCKS[spec.name] = mock
     return registry.get(spec.name)
 
 
-# Provider name → its mock's credentials, filled in by `build_provider`.
-_CREDENTIALS: dict[str, MockCredentials] = {}
+# Provider name → its mock, filled in by `build_provider`.
+_MOCKS: dict[str, MockProvider] = {}
+
+
+def _credentials(provider: Provider) -> MockCredentials:
+    return _MOCKS[provider.name].credentials
 
 
 def secret(provider: Provider) -> Secret:
     """A credential the provider's mock accepts."""
-    return Secret(_CREDENTIALS[provider.name].good)
+    return Secret(_credentials(provider).good)
 
 
 def wrong_secret(provider: Provider) -> Secret:
     """A well-formed credential the provider's mock refuses as a wrong key."""
-    return Secret(_CREDENTIALS[provider.name].wrong)
+    return Secret(_credentials(provider).wrong)
 
 
 def canaries(provider: Provider) -> tuple[str, ...]:
-    return _CREDENTIALS[provider.name].canaries
+    return _credentials(provider).canaries
+
+
+def gives_retry_hints(provider: Provider) -> bool:
+    """Whether the provider says how long to wait when it throttles."""
+    return _MOCKS[provider.name].retry_hints
 
 
 def require(provider: Provider, capability: Capability) -> None:

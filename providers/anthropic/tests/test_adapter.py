@@ -11,6 +11,7 @@ import pytest
 
 from contracts.errors import (
     BadRequest,
+    ContentFiltered,
     ContractError,
     FleetError,
     Forbidden,
@@ -374,7 +375,6 @@ async def test_tool_only_response_has_no_text_and_uncached_usage_is_none(adapter
         ("max_tokens", "length"),
         ("model_context_window_exceeded", "length"),
         ("tool_use", "tool_calls"),
-        ("refusal", "content_filter"),
         ("pause_turn", "pause_turn"),
     ],
 )
@@ -382,6 +382,12 @@ async def test_finish_reasons(adapter: Make, stop: str, finish: str) -> None:
     body = message([{"type": "text", "text": "x"}], stop=stop)
     result = await adapter(lambda r: httpx.Response(200, json=body)).chat(request(), SECRET)
     assert result.finish_reason == finish
+
+
+async def test_refusal_is_content_filtered(adapter: Make) -> None:
+    body = message([{"type": "text", "text": "x"}], stop="refusal")
+    with pytest.raises(ContentFiltered, match="refusal"):
+        await adapter(lambda r: httpx.Response(200, json=body)).chat(request(), SECRET)
 
 
 async def test_error_body_behind_a_200_is_raised(adapter: Make) -> None:
