@@ -19,8 +19,9 @@ import click
 
 from contracts.client import FleetClient
 from contracts.errors import FleetError
+from contracts.jobs import Credential, Target
 from workers.config import ConfigError, Settings
-from workers.crypto import Keyring, KeyringError, secret_fields
+from workers.crypto import Keyring, KeyringError, seal, secret_fields
 from workers.logs import configure_logging
 from workers.migrate import MigrationError, migrate, migrations_dir
 from workers.vault import CredentialExists, CredentialInfo, Vault, parse_id
@@ -113,16 +114,63 @@ def _read_secret(from_env: str | None) -> dict[str, str]:
 @click.option("--name", required=True, help="A name unique per tenant and provider.")
 @click.option("--tenant", default="default", show_default=True)
 @click.option("--from-env", "from_env", metavar="VAR", help="Read the secret from this env var.")
-def add_cmd(provider: str, name: str, tenant: str, from_env: str | None) -> None:
+@click.option(
+    "--verify",
+    "check_first",
+    is_flag=True,
+    help="Ask the provider, through the fleet, whether the credential works, and store "
+    "it only if it does.",
+)
+@click.option("--model", default="verify", show_default=True, help="Model sent with --verify.")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="--verify wait.")
+def add_cmd(
+    provider: str,
+    name: str,
+    tenant: str,
+    from_env: str | None,
+    check_first: bool,
+    model: str,
+    timeout: float,
+) -> None:
     """Store a key read from stdin (or --from-env VAR); print the new credential id.
 
     The input is either the bare API key or a JSON object of string fields
-    (api_key, base_url, endpoint, deployment, region, project, ...).
+    (api_key, base_url, endpoint, deployment, region, project, ...; a Google
+    service-account key file is such an object as it stands).
     """
     fields = _read_secret(from_env)
     keyring = _keyring()
+    if check_first:
+        # Sealed for the workers as a job would carry it: nothing is stored until the
+        # provider has accepted it.
+        target = Target(
+            provider=provider,
+            model=model,
+            credential=Credential(sealed=seal(keyring, provider, fields)),
+        )
+        ok, detail = _ask_verify(target, timeout)
+        if not ok:
+            raise click.ClickException(f"not stored: {provider} refused the credential: {detail}")
+        click.echo(f"verified: {detail}", err=True)
     cid = _with_vault(lambda v: v.add(tenant, provider, name, fields), keyring)
     click.echo(cid)
+
+
+def _ask_verify(target: Target, timeout: float) -> tuple[bool, str]:
+    """The fleet's verdict on a credential; a failure to ask is reported as one."""
+
+    async def ask() -> tuple[bool, str]:
+        async with FleetClient(_settings().amqp_url, default_timeout=timeout) as client:
+            try:
+                result = await client.verify(target, deadline=time.time() + timeout)
+            except FleetError as exc:
+                return False, f"{exc.code.value}: {exc.message}"
+        return result.ok, result.detail
+
+    try:
+        return _run(ask())
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach RabbitMQ: {type(exc).__name__}") from None
 
 
 def _when(info: CredentialInfo, attr: str) -> str:
@@ -172,26 +220,12 @@ def _existing(credential_id: str) -> CredentialInfo:
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait.")
 def verify_cmd(credential_id: str, model: str, timeout: float) -> None:
     """Ask the provider, through the fleet, whether a stored credential works."""
-    from contracts.jobs import Credential, Target
-
     info = _existing(credential_id)
     if info.revoked_at is not None:
         revoked = _when(info, "revoked_at")
         raise click.ClickException(f"credential {info.id} was revoked at {revoked}")
     target = Target(provider=info.provider, model=model, credential=Credential(id=info.id))
-
-    async def ask() -> tuple[bool, str]:
-        async with FleetClient(_settings().amqp_url, default_timeout=timeout) as client:
-            try:
-                result = await client.verify(target, deadline=time.time() + timeout)
-            except FleetError as exc:
-                return False, f"{exc.code.value}: {exc.message}"
-        return result.ok, result.detail
-
-    try:
-        ok, detail = _run(ask())
-    except OSError as exc:
-        raise click.ClickException(f"cannot reach RabbitMQ: {type(exc).__name__}") from None
+    ok, detail = _ask_verify(target, timeout)
     click.echo(f"{'ok' if ok else 'not ok'}: {info.provider} credential {info.id}: {detail}")
     if not ok:
         sys.exit(1)

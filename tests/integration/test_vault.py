@@ -59,8 +59,13 @@ def db_env(url: str, **extra: str) -> dict[str, str]:
     return {"DATABASE_URL": url, "FLEET_VAULT_CACHE_SECONDS": "0", **extra}
 
 
-async def cli_add(fleet_cli: RunCli, name: str, secret: str, **kw: Any) -> str:
-    res = await fleet_cli("creds", "add", "--provider", "mock", "--name", name, stdin=secret, **kw)
+async def cli_add(
+    fleet_cli: RunCli, name: str, secret: str, *, verify: bool = False, **kw: Any
+) -> str:
+    flags = ("--verify",) if verify else ()
+    res = await fleet_cli(
+        "creds", "add", "--provider", "mock", "--name", name, *flags, stdin=secret, **kw
+    )
     assert res.code == 0, res.err
     cid = res.out.strip()
     assert uuid.UUID(cid) and cid in res.out.splitlines()  # stdout is exactly the id
@@ -92,6 +97,32 @@ async def test_cli_add_then_a_worker_answers_by_credential_id(
     assert "sk-not-accepted" not in bad.out + bad.err
     missing = await fleet_cli("creds", "verify", str(uuid.uuid4()))
     assert missing.code == 1 and "no credential with id" in missing.err
+
+
+async def test_add_with_verify_stores_only_what_the_provider_accepts(
+    fleet_cli: RunCli, spawn_worker: SpawnWorker, vault_sql: asyncpg.Connection
+) -> None:
+    await spawn_worker()
+    wrong = "sk-refused-by-the-mock-5d2e9a"
+    refused = await fleet_cli(
+        "creds", "add", "--provider", "mock", "--name", "checked", "--verify", stdin=wrong
+    )
+    assert refused.code == 1, refused.out + refused.err
+    assert "not stored" in refused.err and "refused the credential" in refused.err
+    assert wrong not in refused.out + refused.err
+    assert await vault_sql.fetchval("SELECT count(*) FROM credentials") == 0
+
+    unknown = await fleet_cli(
+        "creds", "add", "--provider", "no-such-provider", "--name", "x", "--verify", stdin=MOCK_KEY
+    )
+    assert unknown.code == 1 and "not stored" in unknown.err, unknown.err
+    assert await vault_sql.fetchval("SELECT count(*) FROM credentials") == 0
+
+    cid = await cli_add(fleet_cli, "checked", MOCK_KEY, verify=True)
+    assert (
+        await vault_sql.fetchval("SELECT count(*) FROM credentials WHERE id = $1", uuid.UUID(cid))
+        == 1
+    )
 
 
 async def test_add_refuses_duplicates_and_empty_input(
