@@ -1,0 +1,222 @@
+"""Every built-in provider through the whole fleet: a producer, RabbitMQ, a worker
+process, the provider's mock, and back; and its credential nowhere it should not be.
+
+Parametrized over `providers.registry.BUILTIN`, with each provider's own
+credential shape (`MockCredentials`): an API key, an AWS key pair, a Google
+service account. The canary values are the secret parts of those credentials.
+"""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aio_pika
+import asyncpg
+import pytest
+
+from contracts import FleetError, Message, decode_frames, encode
+from contracts.client import FleetClient
+from contracts.errors import ContentFiltered, Unauthorized
+from contracts.frames import Delta, Final
+from contracts.jobs import Credential, Target, Tool
+from providers.core.spec import Capability, ProviderSpec
+from providers.mock.app import MockProvider
+from providers.mock.config import MockConfig
+from providers.mock.server import RunningMock, start_mock
+from providers.registry import BUILTIN
+from tests.integration.conftest import CANARY_KEY, SpawnWorker, WorkerProc
+from tests.integration.test_fleet import mock_admin
+from workers.crypto import Keyring, seal
+from workers.vault import Vault
+
+pytestmark = pytest.mark.integration
+
+HELLO = [Message(role="user", content="Say hello through the fleet")]
+TOOL_PROMPT = [Message(role="user", content="Please use tools to look this up")]
+_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"query": {"type": "string"}},
+    "required": ["query"],
+}
+TOOLS = [
+    Tool(name="get_weather", description="Weather for a city", parameters=_SCHEMA),
+    Tool(name="search_docs", description="Search the documentation", parameters=_SCHEMA),
+]
+
+
+def spec_of(package: str) -> ProviderSpec:
+    spec: ProviderSpec = importlib.import_module(f"providers.{package}").SPECS[0]
+    return spec
+
+
+def mock_of(package: str) -> MockProvider:
+    mock: MockProvider = importlib.import_module(f"providers.{package}.mock").MOCK
+    return mock
+
+
+def good_fields(package: str) -> dict[str, str]:
+    """The mock's accepted credential, with the canary as its API key where it has one."""
+    fields = dict(mock_of(package).credentials.good)
+    if "api_key" in fields:
+        fields["api_key"] = CANARY_KEY
+    return fields
+
+
+def canaries(package: str) -> list[str]:
+    """Secret values that must never leave worker memory (short defaults excluded:
+    "mock-key" is also part of other tests' key names)."""
+    found = [CANARY_KEY] if "api_key" in mock_of(package).credentials.good else []
+    return found + [c for c in mock_of(package).credentials.canaries if len(c) >= 12]
+
+
+@pytest.fixture(scope="module")
+async def cloud_mock() -> AsyncIterator[RunningMock]:
+    """Every provider's mock, accepting the canary as an API key."""
+    running = await start_mock(
+        MockConfig(api_keys=frozenset({CANARY_KEY}), max_tokens_default=24, embed_dims=64),
+        "127.0.0.1",
+        0,
+    )
+    yield running
+    await running.close()
+
+
+def provider_env(running: RunningMock) -> dict[str, str]:
+    urls, tokens = [], []
+    for package in BUILTIN:
+        name, prefix = spec_of(package).name, mock_of(package).prefix
+        urls.append(f"{name}={running.url(prefix)}")
+        token_url = running.token_url(prefix)
+        if token_url is not None:
+            tokens.append(f"{name}={token_url}")
+    env = {"FLEET_PROVIDER_URLS": ",".join(urls)}
+    if tokens:
+        env["FLEET_PROVIDER_TOKEN_URLS"] = ",".join(tokens)
+    return env
+
+
+@pytest.fixture
+async def worker(spawn_worker: SpawnWorker, cloud_mock: RunningMock) -> WorkerProc:
+    return await spawn_worker(env=provider_env(cloud_mock))
+
+
+def target(keyring: Keyring, package: str, model: str, fields: dict[str, str]) -> Target:
+    name = spec_of(package).name
+    return Target(
+        provider=name, model=model, credential=Credential(sealed=seal(keyring, name, fields))
+    )
+
+
+@pytest.mark.parametrize("package", BUILTIN)
+async def test_every_capability_through_the_fleet(
+    package: str, worker: WorkerProc, client: FleetClient, keyring: Keyring
+) -> None:
+    capabilities = spec_of(package).capabilities
+    good = target(keyring, package, f"mock-fleet-{uuid.uuid4().hex[:6]}", good_fields(package))
+
+    answer = await client.chat(good, HELLO)
+    assert answer.message is not None and answer.message.text()
+    assert answer.finish_reason == "stop"
+    assert answer.usage.input_tokens > 0 and answer.usage.output_tokens > 0
+
+    if Capability.STREAM in capabilities:
+        texts: list[str] = []
+        final: Final | None = None
+        async for event in client.stream_chat(good, HELLO):
+            if isinstance(event, Delta):
+                texts.append(event.text)
+            elif isinstance(event, Final):
+                final = event
+        assert final is not None  # deltas may arrive coalesced (FLEET_COALESCE_MS)
+        assert "".join(texts) == answer.message.text()
+        assert final.usage == answer.usage
+
+    if Capability.TOOLS in capabilities:
+        called = await client.chat(good, TOOL_PROMPT, tools=TOOLS)
+        assert called.finish_reason == "tool_calls"
+        calls = called.message.tool_calls if called.message else None
+        assert calls and {c.name for c in calls} == {t.name for t in TOOLS}
+
+    if Capability.EMBED in capabilities:
+        embedded = await client.embed(good, ["one", "two", "three"])
+        assert embedded.embeddings is not None and embedded.embeddings.count == 3
+        assert len(embedded.embeddings.vectors()[2]) == embedded.embeddings.dims
+
+    if Capability.VERIFY in capabilities:
+        assert (await client.verify(good)).ok
+        wrong = dict(mock_of(package).credentials.wrong)
+        refused = await client.verify(target(keyring, package, "mock-verify", wrong))
+        assert not refused.ok and refused.detail
+
+
+@pytest.mark.parametrize("package", BUILTIN)
+async def test_credentials_never_leak(
+    package: str,
+    worker: WorkerProc,
+    amqp_url: str,
+    keyring: Keyring,
+    cloud_mock: RunningMock,
+    dead_letters: Any,
+    vault: Vault,
+    vault_sql: asyncpg.Connection,
+) -> None:
+    secrets = canaries(package)
+    assert secrets, f"{package}: its mock names no canary"
+    frames: list[bytes] = []
+    client = FleetClient(amqp_url, default_timeout=60)
+    original = client._on_reply
+
+    async def tap(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        frames.append(message.body)
+        await original(message)
+
+    client._on_reply = tap  # type: ignore[method-assign,assignment]
+    failing = f"mock-leak-500-{uuid.uuid4().hex[:6]}"
+    filtered = f"mock-leak-filter-{uuid.uuid4().hex[:6]}"
+    await mock_admin(
+        cloud_mock, "POST", "/_mock/faults", {"spec": "500", "times": 40, "model": failing}
+    )
+    await mock_admin(
+        cloud_mock, "POST", "/_mock/faults", {"spec": "filtered", "times": 2, "model": filtered}
+    )
+    fields = good_fields(package)
+    wrong = dict(mock_of(package).credentials.wrong)
+    async with client:
+        good = target(keyring, package, "mock-leak", fields)
+        async for _ in client.stream_chat(good, HELLO):
+            pass
+        assert (await client.verify(good)).ok
+        with pytest.raises(FleetError):  # retried, then given up: the retry path is logged
+            await client.chat(target(keyring, package, failing, fields), HELLO)
+        with pytest.raises(ContentFiltered):
+            await client.chat(target(keyring, package, filtered, fields), HELLO)
+        with pytest.raises(Unauthorized):
+            await client.chat(target(keyring, package, "mock-leak", wrong), HELLO)
+        assert not (await client.verify(target(keyring, package, "mock-leak", wrong))).ok
+        # Dead-lettered while carrying the sealed credential: sealed for this provider,
+        # sent to another, it cannot be opened.
+        misdirected = Target(provider="mock", model="mock-x", credential=good.credential)
+        with pytest.raises(FleetError):
+            await client.chat(misdirected, HELLO)
+    await mock_admin(cloud_mock, "DELETE", "/_mock/faults")
+    # At rest: the vault's table holds ciphertext only.
+    await vault.add("default", spec_of(package).name, "leak-check", fields)
+    await vault.add("default", spec_of(package).name, "leak-check-wrong", wrong)
+    rows = await vault_sql.fetch("SELECT * FROM credentials")
+    stored = "".join(repr(dict(row)) for row in rows)
+
+    logs = worker.logs()
+    assert "provider_retry" in logs
+    dead = await dead_letters()
+    assert dead
+    assert sum(len(decode_frames(f)) for f in frames) > 5
+    for value in secrets:
+        raw = value.encode()
+        assert value not in logs, f"{package}: a credential value is in the worker's logs"
+        assert not [f for f in frames if raw in f], f"{package}: a credential value in a frame"
+        for msg in dead:
+            assert raw not in msg.body and raw not in encode(dict(msg.headers or {}))
+        assert value not in stored, f"{package}: a credential value stored in the clear"
