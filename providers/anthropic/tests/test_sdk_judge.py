@@ -156,6 +156,28 @@ async def test_stream_helper_text(client: anthropic.AsyncAnthropic) -> None:
     assert final.usage.output_tokens == 12 and final.usage.input_tokens == 5
 
 
+@pytest.mark.parametrize(("spec", "tokens"), [("filtered", 0), ("filtered-after:3", 3)])
+async def test_refusal_as_the_sdk_reads_it(
+    client: anthropic.AsyncAnthropic, raw: httpx.AsyncClient, spec: str, tokens: int
+) -> None:
+    headers = {"x-mock-fault": spec}
+    message = await client.messages.create(
+        model=MODEL, max_tokens=12, messages=HELLO, extra_headers=headers
+    )
+    assert message.stop_reason == "refusal"
+    assert "".join(b.text for b in message.content if b.type == "text") == hello_text(tokens)
+    assert message.usage.output_tokens == tokens
+    body = {"model": MODEL, "max_tokens": 12, "messages": HELLO}
+    response = await raw.post("/messages", json=body, headers=headers)
+    assert_no_invented_fields(Message.model_validate(response.json()))
+    async with client.messages.stream(
+        model=MODEL, max_tokens=12, messages=HELLO, extra_headers=headers
+    ) as stream:
+        text = "".join([piece async for piece in stream.text_stream])
+        final = await stream.get_final_message()
+    assert text == hello_text(tokens) and final.stop_reason == "refusal"
+
+
 async def test_stream_helper_parallel_tools(client: anthropic.AsyncAnthropic) -> None:
     asks: list[Any] = [{"role": "user", "content": "Use tools now"}]
     whole = await client.messages.create(model=MODEL, max_tokens=100, messages=asks, tools=TOOLS)

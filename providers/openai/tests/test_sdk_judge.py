@@ -171,6 +171,22 @@ async def test_stream_with_usage(sdk: AsyncOpenAI) -> None:
     assert usage is not None and usage.completion_tokens == 5
 
 
+@pytest.mark.parametrize(("spec", "words"), [("filtered", 0), ("filtered-after:3", 3)])
+async def test_content_filter_finish(sdk: AsyncOpenAI, spec: str, words: int) -> None:
+    headers = {"x-mock-fault": spec}
+    completion = await sdk.chat.completions.create(
+        model="gpt-4o-mini", messages=ASK, extra_headers=headers
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "content_filter"
+    assert len((choice.message.content or "").split()) == words
+    stream = await sdk.chat.completions.create(
+        model="gpt-4o-mini", messages=ASK, stream=True, extra_headers=headers
+    )
+    finishes = [c.choices[0].finish_reason async for c in stream if c.choices]
+    assert finishes[-1] == "content_filter"
+
+
 async def test_stream_helper_assembles_parallel_tool_calls(sdk: AsyncOpenAI) -> None:
     for fault in ("", "interleave"):
         async with sdk.chat.completions.stream(
