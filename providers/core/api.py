@@ -209,6 +209,7 @@ async def sse_chat_stream(
     parser: StreamParser,
     *,
     end_marker: str | None,
+    raw_json: bool = False,
 ) -> AsyncGenerator[StreamEvent, None]:
     """POST `body()` and yield what `parser` makes of each server-sent event.
 
@@ -222,11 +223,12 @@ async def sse_chat_stream(
     the end of the body ends the stream, and `parser.end()` must raise if what came
     was not whole (no finish reason seen). The `StreamEnd` is yielded after the
     response is closed, so its connection is back in the pool however long the
-    caller holds this generator open.
+    caller holds this generator open. `raw_json` passes bare JSON objects written
+    between events on to `parser` (see `SSEDecoder`).
     """
     async with (
         api.stream("POST", path, secret, body()) as response,
-        contextlib.aclosing(aiter_sse(response.aiter_bytes())) as events,
+        contextlib.aclosing(aiter_sse(response.aiter_bytes(), raw_json=raw_json)) as events,
     ):
         async for sse in events:
             for event in parser.feed(sse):

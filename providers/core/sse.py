@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
-__all__ = ["SSEDecoder", "ServerSentEvent", "aiter_sse"]
+__all__ = ["RAW_JSON_EVENT", "SSEDecoder", "ServerSentEvent", "aiter_sse"]
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -27,16 +27,35 @@ class ServerSentEvent:
     retry: int | None = None
 
 
+RAW_JSON_EVENT = "raw-json"
+
+
 class SSEDecoder:
     """Feed byte chunks with `feed()`; each call returns the events it completed.
 
     An event still incomplete when the stream ends is discarded (spec behaviour),
     so a truncated stream never produces a half event.
+
+    With `raw_json`, JSON written outside any `data:` field (Google's APIs send a
+    mid-stream error as a bare, pretty-printed JSON object) is kept rather than
+    ignored as the spec would: lines from one starting with `{` or `[` until its
+    brackets balance come out as one event named `RAW_JSON_EVENT`.
     """
 
-    __slots__ = ("_data", "_event", "_id", "_partial", "_pending_cr", "_retry", "_started")
+    __slots__ = (
+        "_data",
+        "_depth",
+        "_event",
+        "_id",
+        "_partial",
+        "_pending_cr",
+        "_raw",
+        "_raw_json",
+        "_retry",
+        "_started",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, *, raw_json: bool = False) -> None:
         self._partial: list[bytes] = []  # pieces of the current unterminated line
         self._pending_cr = False  # last chunk ended in CR; a leading LF belongs to it
         self._started = False  # BOM check done
@@ -44,6 +63,9 @@ class SSEDecoder:
         self._event = b""
         self._id: str | None = None  # the "last event ID" persists across events
         self._retry: int | None = None
+        self._raw_json = raw_json
+        self._raw: list[bytes] = []  # lines of bare JSON still open
+        self._depth = 0  # its open brackets
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         if not chunk:
@@ -80,11 +102,15 @@ class SSEDecoder:
         return events
 
     def _line(self, line: bytes) -> ServerSentEvent | None:
+        if self._raw:
+            return self._raw_line(line)
         if not line:
             return self._dispatch()
         colon = line.find(b":")
         if colon == 0:
             return None  # comment / keep-alive
+        if self._raw_json and line[:1] in (b"{", b"["):
+            return self._raw_line(line)
         if colon < 0:
             name, value = line, b""
         else:
@@ -102,6 +128,15 @@ class SSEDecoder:
             self._retry = int(value)
         return None
 
+    def _raw_line(self, line: bytes) -> ServerSentEvent | None:
+        self._raw.append(line)
+        self._depth += _bracket_balance(line)
+        if self._depth > 0:
+            return None
+        text = b"\n".join(self._raw)
+        self._raw, self._depth = [], 0
+        return ServerSentEvent(event=RAW_JSON_EVENT, data=text.decode("utf-8", "replace"))
+
     def _dispatch(self) -> ServerSentEvent | None:
         data, event, retry = self._data, self._event, self._retry
         self._data, self._event, self._retry = [], b"", None
@@ -116,9 +151,33 @@ class SSEDecoder:
         )
 
 
-async def aiter_sse(chunks: AsyncIterator[bytes]) -> AsyncGenerator[ServerSentEvent, None]:
+def _bracket_balance(line: bytes) -> int:
+    """Opened minus closed brackets on one line of JSON, those inside strings aside
+    (JSON strings cannot span lines, so each line starts outside one)."""
+    balance = 0
+    in_string = escaped = False
+    for byte in line:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x7B, 0x5B):  # { [
+            balance += 1
+        elif byte in (0x7D, 0x5D):  # } ]
+            balance -= 1
+    return balance
+
+
+async def aiter_sse(
+    chunks: AsyncIterator[bytes], *, raw_json: bool = False
+) -> AsyncGenerator[ServerSentEvent, None]:
     """Decode an async byte stream into events; closing this closes `chunks` too."""
-    decoder = SSEDecoder()
+    decoder = SSEDecoder(raw_json=raw_json)
     try:
         async for chunk in chunks:
             for event in decoder.feed(chunk):

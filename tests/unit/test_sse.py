@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections.abc import AsyncIterator, Iterable
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from providers.core.sse import ServerSentEvent, SSEDecoder, aiter_sse
+from providers.core.sse import RAW_JSON_EVENT, ServerSentEvent, SSEDecoder, aiter_sse
 
 
 def decode(chunks: Iterable[bytes]) -> list[ServerSentEvent]:
@@ -179,3 +180,32 @@ def test_any_split_gives_the_same_events(case: tuple[bytes, list[int]]) -> None:
     whole = decode([raw])
     assert decode(chunks) == whole
     assert whole == reference(raw)
+
+
+# -- bare JSON between events (Google's mid-stream errors) ----------------------------
+
+_GOOGLE_ERROR = (
+    b'{\r\n  "error": {\r\n    "code": 503,\r\n    "message": "The model is {overloaded}]",\r\n'
+    b'    "status": "UNAVAILABLE",\r\n    "details": [{"x": "\\"}"}]\r\n  }\r\n}\r\n'
+)
+
+
+def test_bare_json_is_ignored_unless_asked_for() -> None:
+    body = b'data: {"a":1}\r\n\r\n' + _GOOGLE_ERROR
+    assert [e.data for e in SSEDecoder().feed(body)] == ['{"a":1}']
+
+
+@pytest.mark.parametrize("size", [1, 3, 7, 1000])
+def test_bare_json_object_becomes_one_event(size: int) -> None:
+    body = b'data: {"a":1}\r\n\r\n' + _GOOGLE_ERROR + b'data: {"b":2}\r\n\r\n'
+    decoder = SSEDecoder(raw_json=True)
+    events = [e for i in range(0, len(body), size) for e in decoder.feed(body[i : i + size])]
+    assert [e.event for e in events] == ["message", RAW_JSON_EVENT, "message"]
+    error = json.loads(events[1].data)
+    assert error["error"]["code"] == 503 and error["error"]["details"] == [{"x": '"}'}]
+
+
+def test_unfinished_bare_json_is_dropped_like_an_unfinished_event() -> None:
+    decoder = SSEDecoder(raw_json=True)
+    assert decoder.feed(_GOOGLE_ERROR[:40]) == []
+    assert decoder.feed(b"") == []
