@@ -4,11 +4,36 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from contracts.frames import RerankItem, ToolCallDelta, Usage
 from contracts.jobs import Message, Tool
 from providers.options import ModelOptions
+
+# Fields that say where and how to call, not who calls: their values turn up in
+# ordinary text (an `api_version` of "v1", a region, a deployment name), so
+# redacting them would garble messages without hiding anything.
+PUBLIC_FIELDS: Final = frozenset(
+    {
+        "api_version",
+        "deployment",
+        "region",
+        "location",
+        "project",
+        "project_id",
+        "anthropic_version",
+        "anthropic_beta",
+        "type",
+        "universe_domain",
+        "scope",
+        "token_uri",
+        "auth_uri",
+        "auth_provider_x509_cert_url",
+    }
+)
+# A line of a multi-line secret (a PEM key) this long is redacted on its own too,
+# so a message quoting part of the key does not carry it.
+_SECRET_LINE: Final = 16
 
 
 class Secret:
@@ -31,8 +56,17 @@ class Secret:
         return self._fields.get(name, default)
 
     def values(self) -> list[str]:
-        """Every secret value, for the log redaction processor."""
-        return [v for v in self._fields.values() if v]
+        """Every secret value (public fields aside), and each long line of a
+        multi-line one: what messages and logs are scrubbed of."""
+        found: list[str] = []
+        for name, value in self._fields.items():
+            if not value or name in PUBLIC_FIELDS:
+                continue
+            found.append(value)
+            if "\n" in value:
+                lines = (line.strip() for line in value.splitlines())
+                found.extend(line for line in lines if len(line) >= _SECRET_LINE)
+        return found
 
     def __repr__(self) -> str:
         return f"Secret(fields={sorted(self._fields)})"
