@@ -29,7 +29,7 @@ from providers.core.spec import (
 __all__ = ["BUILTIN", "Provider", "ProviderRegistry", "builtin_specs", "default_registry"]
 
 # Provider packages whose `SPECS` the default registry serves.
-BUILTIN: tuple[str, ...] = ("openai", "anthropic")
+BUILTIN: tuple[str, ...] = ("openai", "anthropic", "gemini", "vertex", "azure", "bedrock")
 
 
 def builtin_specs() -> list[ProviderSpec]:
