@@ -149,7 +149,12 @@ def _index(item: Any, position: int) -> int:
 
 
 class StreamState:
-    """Per-stream bookkeeping: finish reason, usage, tool-call indexes, [DONE]."""
+    """Per-stream bookkeeping: finish reason, usage, tool-call indexes, [DONE].
+
+    Dialects extending OpenAI's override `_chunk` (one decoded chunk) and `_choice`
+    (one of its choices) and call up: `providers.azure.parse.AzureStreamState`
+    reads Azure's filter verdicts there, so keep those two names and signatures.
+    """
 
     __slots__ = (
         "_ids",

@@ -9,6 +9,8 @@ endpoint (otherwise the key file's `token_uri`, otherwise Google's).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from providers.core.spec import Capability, ProviderSpec
 from providers.vertex.adapter import Vertex
 from providers.vertex.urls import DEFAULT_BASE_URL
@@ -38,4 +40,14 @@ SPEC = ProviderSpec(
     "key; the host follows the credential's location",
 )
 
-SPECS = (SPEC,)
+SPECS = (
+    SPEC,
+    replace(
+        SPEC,
+        name="vertex-mock",
+        default_base_url="http://127.0.0.1:8900/vertex/v1",
+        default_token_url="http://127.0.0.1:8900/vertex/token",
+        description="the built-in mock server (`llm-fleet mock-provider`), Vertex AI dialect "
+        "and token endpoint",
+    ),
+)

@@ -9,6 +9,7 @@ service account. The canary values are the secret parts of those credentials.
 from __future__ import annotations
 
 import importlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,7 +27,7 @@ from providers.mock.app import MockProvider
 from providers.mock.config import MockConfig
 from providers.mock.server import RunningMock, start_mock
 from providers.registry import BUILTIN
-from tests.integration.conftest import CANARY_KEY, SpawnWorker, WorkerProc
+from tests.integration.conftest import CANARY_KEY, CliResult, RunCli, SpawnWorker, WorkerProc
 from tests.integration.test_fleet import mock_admin
 from workers.crypto import Keyring, seal
 from workers.vault import Vault
@@ -219,3 +220,39 @@ async def test_credentials_never_leak(
         for msg in dead:
             assert raw not in msg.body and raw not in encode(dict(msg.headers or {}))
         assert value not in stored, f"{package}: a credential value stored in the clear"
+
+
+async def test_add_with_verify_tells_a_wrong_key_from_a_wrong_place(
+    cloud_mock: RunningMock,
+    spawn_worker: SpawnWorker,
+    fleet_cli: RunCli,
+    vault_sql: asyncpg.Connection,
+) -> None:
+    """`creds add --verify` stores nothing the provider refuses, and says why in terms an
+    operator can act on: a refused key, a project that is not there, a dead endpoint."""
+    await spawn_worker(env={**provider_env(cloud_mock), "FLEET_RETRY_ATTEMPTS": "1"})
+
+    async def add(provider: str, fields: dict[str, str]) -> CliResult:
+        args = ("creds", "add", "--provider", provider, "--name", uuid.uuid4().hex, "--verify")
+        return await fleet_cli(*args, stdin=json.dumps(fields))
+
+    wrong_key = await add("bedrock", dict(mock_of("bedrock").credentials.wrong))
+    assert wrong_key.code == 1 and "refused the credential" in wrong_key.err, wrong_key.err
+    assert "InvalidSignature" in wrong_key.err or "signature" in wrong_key.err.lower()
+
+    wrong_project = await add("vertex", {**good_fields("vertex"), "project": "no-such-project"})
+    assert wrong_project.code == 1 and "not_found" in wrong_project.err, wrong_project.err
+    assert "no-such-project" in wrong_project.err
+
+    dead = await add("gemini", {"api_key": CANARY_KEY, "base_url": "http://127.0.0.1:9/v1beta"})
+    assert dead.code == 1 and "provider_unavailable" in dead.err, dead.err
+
+    for result in (wrong_key, wrong_project, dead):
+        assert "not stored" in result.err
+        for value in canaries("bedrock") + canaries("vertex") + [CANARY_KEY]:
+            assert value not in result.out + result.err
+    assert await vault_sql.fetchval("SELECT count(*) FROM credentials") == 0
+
+    stored = await add("bedrock", dict(mock_of("bedrock").credentials.good))
+    assert stored.code == 0 and "verified" in stored.err, stored.err
+    assert await vault_sql.fetchval("SELECT count(*) FROM credentials") == 1
