@@ -16,6 +16,7 @@ from typing import Any, Final
 from contracts.errors import BadRequest, ContentFiltered, ContractError, InternalError
 from contracts.frames import Usage
 from contracts.jobs import ContentPart, Message, Tool, ToolCall
+from providers.core.turns import append_turn
 from providers.core.types import ChatRequest, ChatResult, tool_schema
 from providers.options import ModelOptions
 
@@ -87,13 +88,7 @@ def _turns(provider: str, messages: list[Message]) -> list[dict[str, Any]]:
         if msg.role in ("system", "developer"):
             continue
         role = "assistant" if msg.role == "assistant" else "user"
-        blocks = _blocks(provider, msg, i)
-        if not blocks:
-            continue  # Anthropic refuses empty turns; the neighbours stay in order
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
+        append_turn(turns, role, "content", _blocks(provider, msg, i))
     for turn in turns:
         # A user turn must open with its tool results, before any text.
         turn["content"].sort(key=lambda b: b["type"] != "tool_result")

@@ -32,7 +32,6 @@ recorded Azure stream in shared/reference/transcripts/openai):
 
 from __future__ import annotations
 
-import base64
 import math
 import re
 import uuid
@@ -74,7 +73,6 @@ from providers.mock.app import (
 )
 from providers.mock.config import MockConfig
 from providers.mock.faults import ErrorFault, Fault, FilterFault, MockError, StreamErrorFault
-from providers.mock.text import embedding_bytes, embedding_floats
 from providers.openai.mock_answers import compose, filtered
 from providers.openai.mock_errors import context_error
 from providers.openai.mock_request import (
@@ -84,6 +82,7 @@ from providers.openai.mock_request import (
     positive_int,
     require_model,
 )
+from providers.openai.mock_wire import embeddings_body
 
 __all__ = ["ENTRA_CREDENTIALS", "MOCK", "build_app"]
 
@@ -244,20 +243,7 @@ async def _embeddings(request: web.Request) -> web.StreamResponse:
         await delay_whole_response(request, state.config, fault, 1)
     except Dropped:
         return web.Response()
-    data = [
-        {
-            "object": "embedding",
-            "index": index,
-            "embedding": (
-                base64.b64encode(embedding_bytes(text, dims)).decode()
-                if encoding == "base64"
-                else embedding_floats(text, dims)
-            ),
-        }
-        for index, (text, _) in enumerate(inputs)
-    ]
-    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-    return _json({"object": "list", "data": data, "model": deployment, "usage": usage})
+    return _json(embeddings_body(inputs, dims, encoding, deployment))
 
 
 def _model(model: str) -> dict[str, Any]:

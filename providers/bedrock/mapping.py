@@ -48,6 +48,7 @@ from contracts.errors import (
 )
 from contracts.frames import Usage
 from contracts.jobs import ContentPart, Message, Tool, ToolCall
+from providers.core.turns import append_turn
 from providers.core.types import ChatRequest, ChatResult, tool_schema
 from providers.options import ModelOptions
 
@@ -165,13 +166,7 @@ def _turns(provider: str, messages: list[Message]) -> list[dict[str, Any]]:
         if msg.role in ("system", "developer"):
             continue
         role = "assistant" if msg.role == "assistant" else "user"
-        blocks = _blocks(provider, msg, i)
-        if not blocks:
-            continue  # Converse refuses empty turns; the neighbours stay in order
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
+        append_turn(turns, role, "content", _blocks(provider, msg, i))
     return turns
 
 

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 from contracts.errors import BadRequest, ContractError
 from contracts.jobs import ContentPart, Message, Tool, ToolCall
+from providers.core.turns import append_turn
 from providers.core.types import ChatRequest, tool_schema
 from providers.options import ModelOptions
 
@@ -119,13 +120,7 @@ def _contents(provider: str, messages: list[Message]) -> list[dict[str, Any]]:
             for j, call in enumerate(msg.tool_calls or ()):
                 calls[call.id] = call.name
                 parts.append(_function_call(call, f"messages[{i}].tool_calls[{j}].arguments"))
-        if not parts:
-            continue  # the API refuses a turn without parts
-        role = _ROLES[msg.role]
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
+        append_turn(contents, _ROLES[msg.role], "parts", parts)
     return contents
 
 

@@ -24,7 +24,6 @@ shared/reference/transcripts/openai and judged by the official `openai` SDK):
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import time
@@ -44,7 +43,6 @@ from providers.mock.app import (
 )
 from providers.mock.config import MockConfig
 from providers.mock.faults import ErrorFault, Fault, MockError, StreamErrorFault, bad_request
-from providers.mock.text import embedding_bytes, embedding_floats
 from providers.openai.mock_answers import compose, filtered
 from providers.openai.mock_errors import (
     context_error,
@@ -63,7 +61,7 @@ from providers.openai.mock_request import (
     positive_int,
     require_model,
 )
-from providers.openai.mock_wire import completion_body, stream_answer
+from providers.openai.mock_wire import completion_body, embeddings_body, stream_answer
 
 __all__ = ["MOCK", "build_app"]
 
@@ -170,20 +168,7 @@ async def _embeddings(request: web.Request) -> web.StreamResponse:
         await delay_whole_response(request, state.config, fault, 1)
     except Dropped:
         return web.Response()
-    data = [
-        {
-            "object": "embedding",
-            "index": index,
-            "embedding": (
-                base64.b64encode(embedding_bytes(text, dims)).decode()
-                if encoding == "base64"
-                else embedding_floats(text, dims)
-            ),
-        }
-        for index, (text, _) in enumerate(inputs)
-    ]
-    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-    return _json_response({"object": "list", "data": data, "model": model, "usage": usage})
+    return _json_response(embeddings_body(inputs, dims, encoding, model))
 
 
 def _model(model: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ each content chunk is a pre-built prefix and suffix around the token's JSON.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import time
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,7 @@ from aiohttp import web
 from providers.mock.app import MockShared, Pacer, StreamCounter, interrupt
 from providers.mock.app import stamp as stamp_now
 from providers.mock.faults import Fault, LayoutFault, StreamErrorFault
+from providers.mock.text import embedding_bytes, embedding_floats
 from providers.openai.mock_answers import Answer, Choice, ToolCall, random_id
 from providers.openai.mock_errors import error_body, fault_error
 from providers.openai.mock_request import ChatParams
@@ -300,3 +302,24 @@ async def _before_token(
         return False
     await interrupt(request, fault, sent, total)
     return True
+
+
+def embeddings_body(
+    inputs: Sequence[tuple[str, int]], dims: int, encoding: str, model: str
+) -> dict[str, Any]:
+    """An embeddings answer: one vector per input (text, tokens), floats or base64."""
+    data = [
+        {
+            "object": "embedding",
+            "index": index,
+            "embedding": (
+                base64.b64encode(embedding_bytes(text, dims)).decode()
+                if encoding == "base64"
+                else embedding_floats(text, dims)
+            ),
+        }
+        for index, (text, _) in enumerate(inputs)
+    ]
+    tokens = sum(count for _, count in inputs)
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return {"object": "list", "data": data, "model": model, "usage": usage}
