@@ -27,6 +27,7 @@ from typing import Any, Final
 import msgspec
 from aiohttp import web
 
+from providers.gemini.adapter import TASK_TYPES
 from providers.gemini.mock_errors import (
     GoogleError,
     fault_error,
@@ -61,19 +62,7 @@ _encode: Final = msgspec.json.Encoder().encode
 _BATCH_LIMIT: Final = 100
 _PAGE_DEFAULT: Final = 50
 _PAGE_MAX: Final = 1000
-_TASK_TYPES: Final = frozenset(
-    {
-        "TASK_TYPE_UNSPECIFIED",
-        "RETRIEVAL_QUERY",
-        "RETRIEVAL_DOCUMENT",
-        "SEMANTIC_SIMILARITY",
-        "CLASSIFICATION",
-        "CLUSTERING",
-        "QUESTION_ANSWERING",
-        "FACT_VERIFICATION",
-        "CODE_RETRIEVAL_QUERY",
-    }
-)
+_TASK_TYPES: Final = TASK_TYPES | {"TASK_TYPE_UNSPECIFIED"}
 
 Method = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
 

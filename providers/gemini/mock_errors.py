@@ -218,19 +218,11 @@ def rate_limit_error(model: str | None, limit: int, wait: float | None) -> Googl
     return GoogleError(429, message, "RESOURCE_EXHAUSTED", details=details, kind="rate_limited")
 
 
-def _fault_wait(fault: ErrorFault) -> float | None:
-    if fault.retry_after_ms is not None:
-        return float(fault.retry_after_ms) / 1000
-    if fault.retry_after is not None:
-        return float(fault.retry_after)
-    return None
-
-
 def fault_error(fault: ErrorFault, model: str | None) -> MockError:
     """An injected error as Gemini says it."""
     kind = fault.kind
     if kind == "rate_limited":
-        return rate_limit_error(model, 15, _fault_wait(fault))
+        return rate_limit_error(model, 15, fault.wait)
     if kind == "quota":
         details = _quota_details(
             "GenerateRequestsPerDayPerProjectPerModel-FreeTier", 200, model, 25.0

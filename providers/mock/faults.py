@@ -75,6 +75,16 @@ class ErrorFault:
     retry_after: str | None = None
     retry_after_ms: str | None = None
 
+    @property
+    def wait(self) -> float | None:
+        """The wait the fault asks clients for, in seconds, for dialects that say it
+        in the body rather than in headers (Google's `RetryInfo`)."""
+        if self.retry_after_ms is not None:
+            return float(self.retry_after_ms) / 1000
+        if self.retry_after is not None:
+            return float(self.retry_after)
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class StallFault:

@@ -94,20 +94,12 @@ def _quota_error(model: str | None) -> GoogleError:
     return GoogleError(429, message, "RESOURCE_EXHAUSTED", details=details, kind="quota")
 
 
-def _fault_wait(fault: ErrorFault) -> float | None:
-    if fault.retry_after_ms is not None:
-        return float(fault.retry_after_ms) / 1000
-    if fault.retry_after is not None:
-        return float(fault.retry_after)
-    return None
-
-
 def fault_error(fault: ErrorFault, model: str | None) -> MockError:
     """An injected error as Vertex AI says it."""
     if fault.kind == "unauthorized":
         return unauthenticated_error()
     if fault.kind == "rate_limited":
-        return rate_limit_error(model, _fault_wait(fault))
+        return rate_limit_error(model, fault.wait)
     if fault.kind == "quota":
         return _quota_error(model)
     return gemini_fault_error(fault, model)

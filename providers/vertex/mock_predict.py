@@ -19,6 +19,7 @@ from typing import Any, Final, NoReturn
 
 from aiohttp import web
 
+from providers.gemini.adapter import TASK_TYPES
 from providers.gemini.mock_request import bad_request, json_object, parse_generate, prompt_words
 from providers.mock.text import embedding_floats
 
@@ -29,18 +30,7 @@ _SINGLE_INSTANCE: Final = ("gemini-embedding-001",)
 _MAX_DIMENSIONS: Final = 3072
 _INSTANCE_FIELDS: Final = frozenset({"content", "task_type", "title", "mimeType"})
 _PARAMETER_FIELDS: Final = frozenset({"autoTruncate", "outputDimensionality"})
-_TASK_TYPES: Final = frozenset(
-    {
-        "RETRIEVAL_QUERY",
-        "RETRIEVAL_DOCUMENT",
-        "SEMANTIC_SIMILARITY",
-        "CLASSIFICATION",
-        "CLUSTERING",
-        "QUESTION_ANSWERING",
-        "FACT_VERIFICATION",
-        "CODE_RETRIEVAL_QUERY",
-    }
-)
+_TASK_TYPES: Final = TASK_TYPES
 # Tokens a text-embedding model reads of one input; past that, `autoTruncate` decides.
 _INPUT_LIMIT: Final = 2048
 
