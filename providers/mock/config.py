@@ -17,6 +17,14 @@ DEFAULT_MODELS: Final[tuple[str, ...]] = (
     "text-embedding-3-large",
     "claude-sonnet-4-5",
     "claude-3-5-haiku-latest",
+    "gemini-2.5-flash",
+    "gemini-2.5-pro",
+    "gemini-embedding-001",
+    "text-embedding-005",
+    "anthropic.claude-3-haiku-20240307-v1:0",
+    "amazon.titan-embed-text-v2:0",
+    "cohere.embed-english-v3",
+    "amazon.rerank-v1:0",
 )
 
 
