@@ -16,7 +16,7 @@ from typing import Any, Final
 from contracts.errors import BadRequest, ContentFiltered, ContractError, InternalError
 from contracts.frames import Usage
 from contracts.jobs import ContentPart, Message, Tool, ToolCall
-from providers.core.turns import append_turn
+from providers.core.turns import user_assistant_turns
 from providers.core.types import ChatRequest, ChatResult, tool_schema
 from providers.options import ModelOptions
 
@@ -83,12 +83,7 @@ def messages_body(provider: str, req: ChatRequest, *, stream: bool) -> dict[str,
 
 
 def _turns(provider: str, messages: list[Message]) -> list[dict[str, Any]]:
-    turns: list[dict[str, Any]] = []
-    for i, msg in enumerate(messages):
-        if msg.role in ("system", "developer"):
-            continue
-        role = "assistant" if msg.role == "assistant" else "user"
-        append_turn(turns, role, "content", _blocks(provider, msg, i))
+    turns = user_assistant_turns(messages, lambda msg, i: _blocks(provider, msg, i))
     for turn in turns:
         # A user turn must open with its tool results, before any text.
         turn["content"].sort(key=lambda b: b["type"] != "tool_result")

@@ -48,7 +48,7 @@ from contracts.errors import (
 )
 from contracts.frames import Usage
 from contracts.jobs import ContentPart, Message, Tool, ToolCall
-from providers.core.turns import append_turn
+from providers.core.turns import user_assistant_turns
 from providers.core.types import ChatRequest, ChatResult, tool_schema
 from providers.options import ModelOptions
 
@@ -161,13 +161,7 @@ def _output_config(provider: str, options: ModelOptions) -> dict[str, Any]:
 
 
 def _turns(provider: str, messages: list[Message]) -> list[dict[str, Any]]:
-    turns: list[dict[str, Any]] = []
-    for i, msg in enumerate(messages):
-        if msg.role in ("system", "developer"):
-            continue
-        role = "assistant" if msg.role == "assistant" else "user"
-        append_turn(turns, role, "content", _blocks(provider, msg, i))
-    return turns
+    return user_assistant_turns(messages, lambda msg, i: _blocks(provider, msg, i))
 
 
 def _blocks(provider: str, msg: Message, i: int) -> list[dict[str, Any]]:
