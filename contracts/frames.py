@@ -65,6 +65,8 @@ class Usage(Struct, kw_only=True, omit_defaults=True):
     cache_write_tokens: int | None = None
     # Part of output_tokens spent on reasoning/thinking before the visible answer.
     reasoning_tokens: int | None = None
+    # What a rerank billed where the provider counts searches, not tokens (Cohere).
+    search_units: int | None = None
 
 
 class Metrics(Struct, kw_only=True, omit_defaults=True):

@@ -21,6 +21,7 @@ from contracts.errors import (
 )
 from contracts.frames import Answered, Embeddings, Metrics, VerifyInfo, tool_call_deltas
 from contracts.jobs import ChatJob, EmbedJob, Job, Message, RerankJob, Target, ToolCall, VerifyJob
+from providers.core.rerank import checked_ranking
 from providers.core.spec import Capability
 from providers.core.types import (
     ChatRequest,
@@ -242,7 +243,8 @@ async def _rerank(job: RerankJob, call: _Call) -> dict[str, Any]:
     )
     adapter = call.provider.reranker()
     res = await call.run(lambda: adapter.rerank(req, call.secret))
-    return {"rerank": res.items, "usage": res.usage}
+    items = checked_ranking(call.provider.name, res.items, len(job.documents), job.top_n)
+    return {"rerank": items, "usage": res.usage}
 
 
 async def _verify(job: VerifyJob, call: _Call) -> dict[str, Any]:

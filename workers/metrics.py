@@ -54,7 +54,8 @@ class WorkerMetrics:
             "llm_fleet_tokens_total",
             "Tokens of answered jobs by the target that answered, by kind: input, output, and "
             "the differently billed parts cached_input and cache_write (of input) and "
-            "reasoning (of output), counted only when the provider reports them.",
+            "reasoning (of output), counted only when the provider reports them; a "
+            "rerank billed by searches counts search_units (not tokens).",
             ["provider", "model", "kind"],
             registry=r,
         )
@@ -66,6 +67,7 @@ class WorkerMetrics:
             ("cached_input", usage.cached_input_tokens),
             ("cache_write", usage.cache_write_tokens),
             ("reasoning", usage.reasoning_tokens),
+            ("search_units", usage.search_units),
         ):
             # None: not reported, which is not the same as none spent. A negative
             # count (an adapter bug) must not fail a job that was already answered.

@@ -27,6 +27,7 @@ from providers.bedrock.mock_wire import validation
 from providers.mock.app import new_id
 from providers.mock.config import MockConfig
 from providers.mock.faults import MockError
+from providers.mock.rerank import rank
 from providers.mock.text import embedding_floats
 
 __all__ = ["InvokeAnswer", "RerankAnswer", "invoke_answer", "rerank_answer"]
@@ -207,12 +208,7 @@ def rerank_answer(
     count = bedrock.get("numberOfResults", len(documents))
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 1000:
         raise validation("numberOfResults must be between 1 and 1000.")
-    words = set(_WORD.findall(query.lower()))
-    scores = []
-    for index, document in enumerate(documents):
-        shared = words & set(_WORD.findall(document.lower()))
-        scores.append((round((len(shared) + 1) / (len(words) + 2), 6), index))
-    ranked = sorted(scores, key=lambda s: (-s[0], s[1]))[:count]
-    results = [{"index": index, "relevanceScore": score} for score, index in ranked]
+    ranked = rank(query, documents)[:count]
+    results = [{"index": index, "relevanceScore": score} for index, score in ranked]
     tokens = _tokens(query) + sum(_tokens(d) for d in documents)
     return RerankAnswer(model, {"results": results}, tokens)

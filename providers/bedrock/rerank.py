@@ -5,6 +5,9 @@ its ARN (a bare model id becomes `arn:aws:bedrock:{region}::foundation-model/{id
 `numberOfResults` is always sent (`top_n`, else every document): left out, the
 service picks its own default. Results are `{index, relevanceScore}`, best first;
 a `nextToken` asks for the same request again to get the rest.
+
+The answer carries no usage. AWS bills a rerank by queries, one per started 100
+documents, so that is the `search_units` reported (as Cohere counts its own).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ __all__ = ["MAX_PAGES", "rerank", "rerank_body"]
 # More pages than 1000 documents could ever need: a server that keeps sending
 # tokens is broken, not slow.
 MAX_PAGES: Final = 100
+# Documents one billed query covers.
+DOCUMENTS_PER_QUERY: Final = 100
 
 Post = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -57,9 +62,13 @@ async def rerank(provider: str, req: RerankRequest, region: str, post: Post) -> 
         items.extend(_items(provider, payload, len(req.documents)))
         token = payload.get("nextToken")
         if not isinstance(token, str) or not token:
-            return RerankResult(items=items, usage=Usage())
+            return RerankResult(items=items, usage=Usage(search_units=_queries(req)))
         body = {**body, "nextToken": token}
     raise InternalError(f"{provider}: rerank kept paging past {MAX_PAGES} pages")
+
+
+def _queries(req: RerankRequest) -> int:
+    return -(-len(req.documents) // DOCUMENTS_PER_QUERY)
 
 
 def _items(provider: str, payload: dict[str, Any], documents: int) -> list[RerankItem]:

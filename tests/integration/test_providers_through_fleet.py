@@ -145,6 +145,14 @@ async def test_every_capability_through_the_fleet(
         assert embedded.embeddings is not None and embedded.embeddings.count == 3
         assert len(embedded.embeddings.vectors()[2]) == embedded.embeddings.dims
 
+    if Capability.RERANK in capabilities:
+        documents = ["cats and dogs", "the queue is durable", "one queue", "a durable queue"]
+        ranked = await client.rerank(good, "durable queue", documents, top_n=3)
+        items = ranked.rerank or []
+        assert len(items) == 3 and {i.index for i in items[:2]} == {1, 3}, items
+        assert items[0].score >= items[1].score >= items[2].score
+        assert ranked.usage.search_units or ranked.usage.total_tokens
+
     if Capability.VERIFY in capabilities:
         assert (await client.verify(good)).ok
         wrong = dict(mock_of(package).credentials.wrong)
