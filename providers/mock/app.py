@@ -126,6 +126,9 @@ class MockProvider:
     # Whether the provider says how long to wait when it throttles (Bedrock does not:
     # its SDKs back off on their own).
     retry_hints: bool = True
+    # Whether the provider has a content or safety filter that can block a prompt or
+    # stop an answer (self-hosted servers such as vLLM and Ollama have none).
+    content_filter: bool = True
 
 
 def mock_providers(modules: Sequence[str] | None = None) -> list[MockProvider]:

@@ -118,6 +118,11 @@ def canaries(provider: Provider) -> tuple[str, ...]:
     return _credentials(provider).canaries
 
 
+def require_content_filter(provider: Provider) -> None:
+    if not _MOCKS[provider.name].content_filter:
+        pytest.skip(f"{provider.name} has no content filter")
+
+
 def gives_retry_hints(provider: Provider) -> bool:
     """Whether the provider says how long to wait when it throttles."""
     return _MOCKS[provider.name].retry_hints

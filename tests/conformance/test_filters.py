@@ -15,11 +15,13 @@ from tests.conformance.support import (
     chat_error,
     chat_request,
     check_failure,
+    require_content_filter,
     stream_error,
 )
 
 
 async def test_blocked_prompt(provider: Provider, model: str, path: str, admin: MockAdmin) -> None:
+    require_content_filter(provider)
     await admin.fault("filtered", model)
     if path == "chat":
         error = await chat_error(provider, chat_request(model))
@@ -34,6 +36,7 @@ async def test_blocked_prompt(provider: Provider, model: str, path: str, admin: 
 async def test_answer_stopped_by_the_filter(
     provider: Provider, model: str, path: str, admin: MockAdmin
 ) -> None:
+    require_content_filter(provider)
     await admin.fault("filtered-after:3", model)
     if path == "chat":
         error = await chat_error(provider, chat_request(model))
