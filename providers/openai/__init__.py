@@ -2,8 +2,9 @@
 
 The same adapter is registered under several names that differ only in their
 default address: `openai`, `openai-compatible` (no default: the operator or the
-credential names the server), `vllm`, `ollama` (its `/v1` API) and `mock`
-(the built-in mock server, for the demo and tests).
+credential names the server) and `mock` (the built-in mock server, for the demo
+and tests). vLLM and Ollama have folders of their own (`providers/vllm`,
+`providers/ollama`), which reuse this adapter for what they share with OpenAI.
 """
 
 from __future__ import annotations
@@ -34,13 +35,6 @@ SPECS = (
         default_base_url=None,
         description="any server speaking OpenAI's API; its address comes from the "
         "operator (FLEET_PROVIDER_URLS) or the credential's base_url",
-    ),
-    replace(SPEC, name="vllm", default_base_url="http://localhost:8000/v1", description="vLLM"),
-    replace(
-        SPEC,
-        name="ollama",
-        default_base_url="http://localhost:11434/v1",
-        description="Ollama's OpenAI-compatible API",
     ),
     replace(
         SPEC,
