@@ -29,7 +29,22 @@ from providers.core.spec import (
 __all__ = ["BUILTIN", "Provider", "ProviderRegistry", "builtin_specs", "default_registry"]
 
 # Provider packages whose `SPECS` the default registry serves.
-BUILTIN: tuple[str, ...] = ("openai", "anthropic", "gemini", "vertex", "azure", "bedrock")
+BUILTIN: tuple[str, ...] = (
+    "openai",
+    "ollama",
+    "vllm",
+    "anthropic",
+    "gemini",
+    "vertex",
+    "azure",
+    "bedrock",
+    "huggingface",
+    "mistral",
+    "replicate",
+    "cohere",
+    "voyage",
+    "tei",
+)
 
 
 def builtin_specs() -> list[ProviderSpec]:
