@@ -19,13 +19,13 @@ Usage comes from the body where the model reports it, else from the
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from contracts.errors import BadRequest, FleetError, InternalError
+from contracts.errors import BadRequest, InternalError
 from contracts.frames import Usage
+from providers.core.fanout import in_order
 from providers.core.packing import pack_floats, pack_rows
 from providers.core.types import EmbedRequest, EmbedResult
 
@@ -60,7 +60,7 @@ async def embed(provider: str, req: EmbedRequest, invoke: Invoke) -> EmbedResult
     model = req.model.rsplit("/", 1)[-1]  # an ARN's last part names the model
     if "cohere.embed-" in model:
         batches = _cohere_bodies(provider, req, model)
-        answers = await _bounded(invoke, batches)
+        answers = await in_order(invoke, batches, limit=FAN_OUT)
         rows: list[bytes] = []
         tokens = 0
         for batch, answer in zip(batches, answers, strict=True):
@@ -69,41 +69,11 @@ async def embed(provider: str, req: EmbedRequest, invoke: Invoke) -> EmbedResult
             tokens += _cohere_tokens(answer) or 0
     else:
         bodies = [_titan_body(provider, req, model, text) for text in req.inputs]
-        answers = await _bounded(invoke, bodies)
+        answers = await in_order(invoke, bodies, limit=FAN_OUT)
         rows = [pack_floats(provider, _titan_vector(provider, a.payload)) for a in answers]
         tokens = sum(_titan_tokens(a) or 0 for a in answers)
     usage = Usage(input_tokens=tokens, total_tokens=tokens)
     return pack_rows(provider, rows, expected=len(req.inputs), usage=usage)
-
-
-async def _bounded(invoke: Invoke, bodies: Sequence[dict[str, Any]]) -> list[InvokeAnswer]:
-    """Every body's answer in order; the first failure cancels the rest and is raised."""
-    if len(bodies) == 1:
-        return [await invoke(bodies[0])]
-    limit = asyncio.Semaphore(FAN_OUT)
-
-    async def one(body: dict[str, Any]) -> InvokeAnswer:
-        async with limit:
-            return await invoke(body)
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(body)) for body in bodies]
-    except BaseExceptionGroup as failed:
-        raise _first_error(failed) from None
-    return [task.result() for task in tasks]
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    errors = [e for e in _leaves(group) if not isinstance(e, asyncio.CancelledError)]
-    fleet = [e for e in errors if isinstance(e, FleetError)]
-    return (fleet or errors or [group])[0]
-
-
-def _leaves(error: BaseException) -> list[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
-    return [error]
 
 
 # -- Titan ----------------------------------------------------------------------------

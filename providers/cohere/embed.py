@@ -15,12 +15,12 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
-from contracts.errors import BadRequest, FleetError, InternalError
+from contracts.errors import BadRequest, InternalError
 from contracts.frames import Usage
+from providers.core.fanout import in_order
 from providers.core.packing import pack_floats, pack_rows
 from providers.core.types import EmbedRequest, EmbedResult
 
@@ -68,7 +68,7 @@ def embed_bodies(provider: str, req: EmbedRequest) -> list[dict[str, Any]]:
 
 async def embed(provider: str, req: EmbedRequest, post: Post) -> EmbedResult:
     bodies = embed_bodies(provider, req)
-    answers = await _bounded(post, bodies)
+    answers = await in_order(post, bodies, limit=FAN_OUT)
     rows: list[bytes] = []
     tokens = 0
     for body, answer in zip(bodies, answers, strict=True):
@@ -100,34 +100,3 @@ def _input_tokens(payload: Mapping[str, Any]) -> int:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return int(value)
     return 0
-
-
-async def _bounded(post: Post, bodies: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every body's answer in order; the first failure cancels the rest and is raised."""
-    if len(bodies) == 1:
-        return [await post(bodies[0])]
-    limit = asyncio.Semaphore(FAN_OUT)
-
-    async def one(body: dict[str, Any]) -> dict[str, Any]:
-        async with limit:
-            return await post(body)
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(body)) for body in bodies]
-    except BaseExceptionGroup as failed:
-        raise _first_error(failed) from None
-    return [task.result() for task in tasks]
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    leaves = list(_leaves(group))
-    errors = [e for e in leaves if not isinstance(e, asyncio.CancelledError)]
-    fleet = [e for e in errors if isinstance(e, FleetError)]
-    return (fleet or errors or [group])[0]
-
-
-def _leaves(error: BaseException) -> list[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
-    return [error]

@@ -29,14 +29,14 @@ per-token answer's row count, else nothing (the router reports no other).
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from contracts.errors import BadRequest, FleetError, InternalError
+from contracts.errors import BadRequest, InternalError
 from contracts.frames import Usage
+from providers.core.fanout import in_order
 from providers.core.packing import pack_floats, pack_rows
 from providers.core.types import EmbedRequest, EmbedResult
 
@@ -66,7 +66,7 @@ async def embed(provider: str, req: EmbedRequest, post: Post) -> EmbedResult:
         )
     extra: dict[str, Any] = {} if req.input_type is None else {"prompt_name": req.input_type}
     batches = [req.inputs[i : i + BATCH] for i in range(0, len(req.inputs), BATCH)]
-    answers = await _bounded(post, [{"inputs": batch, **extra} for batch in batches])
+    answers = await in_order(post, [{"inputs": batch, **extra} for batch in batches], limit=FAN_OUT)
     rows: list[bytes] = []
     tokens = 0
     for batch, answer in zip(batches, answers, strict=True):
@@ -75,31 +75,6 @@ async def embed(provider: str, req: EmbedRequest, post: Post) -> EmbedResult:
         tokens += answer.tokens if answer.tokens is not None else token_rows
     usage = Usage(input_tokens=tokens, total_tokens=tokens)
     return pack_rows(provider, rows, expected=len(req.inputs), usage=usage)
-
-
-async def _bounded(post: Post, bodies: Sequence[dict[str, Any]]) -> list[FeatureAnswer]:
-    """Every body's answer in order; the first failure cancels the rest and is raised."""
-    if len(bodies) == 1:
-        return [await post(bodies[0])]
-    limit = asyncio.Semaphore(FAN_OUT)
-
-    async def one(body: dict[str, Any]) -> FeatureAnswer:
-        async with limit:
-            return await post(body)
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(body)) for body in bodies]
-    except BaseExceptionGroup as failed:
-        fleet = [e for e in _leaves(failed) if isinstance(e, FleetError)]
-        raise (fleet[0] if fleet else failed) from None
-    return [task.result() for task in tasks]
-
-
-def _leaves(error: BaseException) -> list[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
-    return [error]
 
 
 def _sentence_vectors(provider: str, payload: Any, expected: int) -> tuple[list[Any], int]:

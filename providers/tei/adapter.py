@@ -33,9 +33,8 @@ token); without one no `Authorization` header is sent.
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -46,6 +45,7 @@ from contracts.errors import BadRequest, FleetError, InternalError, ProviderUnav
 from contracts.frames import RerankItem, Usage
 from providers.core.api import ApiClient
 from providers.core.auth import HeaderAuth, header_value
+from providers.core.fanout import in_order
 from providers.core.packing import pack_floats, pack_rows
 from providers.core.spec import ProviderContext
 from providers.core.types import (
@@ -191,13 +191,17 @@ class TEI:
         endpoint = self._api.url(secret, "")
         size = self._batch_limits.get(endpoint, DEFAULT_BATCH)
         try:
-            return await _in_order(piece, _batches(count, size))
+            return await in_order(
+                piece, _batches(count, size), limit=FAN_OUT, prefer=(_BatchTooLarge,)
+            )
         except _BatchTooLarge as refused:
             if not 0 < refused.limit < size:
                 raise refused.error from None
             self._remember(endpoint, refused.limit)
             try:
-                return await _in_order(piece, _batches(count, refused.limit))
+                return await in_order(
+                    piece, _batches(count, refused.limit), limit=FAN_OUT, prefer=(_BatchTooLarge,)
+                )
             except _BatchTooLarge as again:
                 raise again.error from None
 
@@ -210,41 +214,6 @@ class TEI:
 
 def _batches(count: int, size: int) -> list[range]:
     return [range(start, min(start + size, count)) for start in range(0, count, size)]
-
-
-async def _in_order(piece: Callable[[range], Awaitable[T]], batches: Sequence[range]) -> list[T]:
-    """Every batch's answer, in order, at most `FAN_OUT` in flight; the first
-    failure cancels the rest and is raised."""
-    if len(batches) == 1:
-        return [await piece(batches[0])]
-    limit = asyncio.Semaphore(FAN_OUT)
-
-    async def bounded(batch: range) -> T:
-        async with limit:
-            return await piece(batch)
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(bounded(batch)) for batch in batches]
-    except BaseExceptionGroup as failed:
-        raise _first_error(failed) from None
-    return [task.result() for task in tasks]
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    leaves = list(_leaves(group))
-    for wanted in (_BatchTooLarge, FleetError):
-        for error in leaves:
-            if isinstance(error, wanted):
-                return error
-    others = [e for e in leaves if not isinstance(e, asyncio.CancelledError)]
-    return (others or [group])[0]
-
-
-def _leaves(error: BaseException) -> list[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
-    return [error]
 
 
 def _decode(provider: str, content: bytes, kind: type[T]) -> T:

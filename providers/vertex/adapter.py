@@ -17,9 +17,7 @@ account, `account`), its OAuth2 tokens (`auth`), the URLs (`urls`), embeddings b
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Final, TypeVar
 
 import httpx
@@ -28,6 +26,7 @@ from contracts.errors import BadRequest, FleetError, Forbidden, NotFound, Unauth
 from contracts.frames import Usage
 from providers.core.api import ApiClient, sse_chat_stream
 from providers.core.errors import ErrorTable
+from providers.core.fanout import in_order
 from providers.core.http import HttpClientPool
 from providers.core.packing import pack_rows
 from providers.core.spec import ProviderContext
@@ -142,7 +141,7 @@ class Vertex:
             answers = [await predict(ranges[0])]
         else:
             width = SINGLES_IN_FLIGHT if len(ranges[0]) == 1 else _BATCHES_IN_FLIGHT
-            answers = await _bounded(width, [functools.partial(predict, r) for r in ranges])
+            answers = await in_order(predict, ranges, limit=width)
         rows = [row for batch_rows, _ in answers for row in batch_rows]
         tokens = sum(count for _, count in answers)
         usage = Usage(input_tokens=tokens, total_tokens=tokens)
@@ -178,20 +177,3 @@ class Vertex:
 async def _failing(error: FleetError) -> AsyncGenerator[StreamEvent, None]:
     raise error
     yield  # pragma: no cover  (makes this an async generator)
-
-
-async def _bounded(width: int, calls: list[Callable[[], Awaitable[_R]]]) -> list[_R]:
-    """Every call's result in order, at most `width` at once; the first failure
-    cancels the rest and is raised as it is (not as an ExceptionGroup)."""
-    gate = asyncio.Semaphore(width)
-
-    async def run(call: Callable[[], Awaitable[_R]]) -> _R:
-        async with gate:
-            return await call()
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(run(call)) for call in calls]
-    except ExceptionGroup as failed:
-        raise failed.exceptions[0] from None
-    return [task.result() for task in tasks]
