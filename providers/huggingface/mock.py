@@ -49,6 +49,7 @@ from providers.mock.app import (
     Dropped,
     MockProvider,
     MockShared,
+    bearer_key,
     delay_whole_response,
     error_gate,
     shared_state,
@@ -80,14 +81,9 @@ def _json_response(payload: Any, headers: Mapping[str, str] | None = None) -> we
 # ---------------------------------------------------------------- request gates
 
 
-def _bearer(request: web.Request) -> str:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
-
-
 def _authorize(request: web.Request, config: MockConfig) -> None:
     request[_STARTED] = time.monotonic()
-    token = _bearer(request)
+    token = bearer_key(request)
     if not token or not (config.accept_any_key or token in config.api_keys):
         raise invalid_token(token)
 
@@ -106,7 +102,7 @@ def _served_model(request: web.Request, state: MockShared, model: str) -> str:
 def _charge(request: web.Request, state: MockShared, tokens: int) -> None:
     if not state.limiter.enabled:
         return
-    budget = state.limiter.take(_bearer(request), tokens)
+    budget = state.limiter.take(bearer_key(request), tokens)
     if not budget.allowed:
         wait = max(1, math.ceil(budget.retry_after))
         message = "Rate limit reached. You reached the request limit; please retry later."

@@ -19,10 +19,9 @@ What it reproduces of the real API (judged by the official `mistralai` SDK):
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
 
 from aiohttp import web
 
@@ -51,8 +50,10 @@ from providers.mock.app import (
     Dropped,
     MockProvider,
     MockShared,
+    bearer_key,
     delay_whole_response,
     error_gate,
+    json_answer,
     shared_state,
 )
 from providers.mock.config import MockConfig
@@ -79,21 +80,11 @@ _MAX_BATCH_TOKENS: Final = 16_384
 _RATE_HEADERS: Final = web.RequestKey("rate_headers", dict[str, str])
 
 
-def _json_response(payload: Mapping[str, Any]) -> web.Response:
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-    return web.Response(body=body, content_type="application/json")
-
-
 # ---------------------------------------------------------------- request gates
 
 
-def _bearer(request: web.Request) -> str:
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    return key.strip() if scheme.lower() == "bearer" else ""
-
-
 def _authorize(request: web.Request, config: MockConfig) -> None:
-    key = _bearer(request)
+    key = bearer_key(request)
     if not key or not (config.accept_any_key or key in config.api_keys):
         raise invalid_key_error()
 
@@ -104,7 +95,7 @@ def _knows(state: MockShared, model: str) -> bool:
 
 def _charge(request: web.Request, state: MockShared, tokens: int) -> None:
     """Take this request from the key's budget; a refusal is Mistral's 429."""
-    budget = state.limiter.take(_bearer(request), tokens) if state.limiter.enabled else None
+    budget = state.limiter.take(bearer_key(request), tokens) if state.limiter.enabled else None
     request[_RATE_HEADERS] = ratelimit_headers(budget, tokens)
     if budget is not None and not budget.allowed:
         raise rate_limit_error(budget)
@@ -146,7 +137,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         await delay_whole_response(request, state.config, fault, answer.completion_tokens)
     except Dropped:
         return web.Response()  # never sent: the transport is gone
-    return _json_response(completion)
+    return json_answer(completion)
 
 
 def _dimensions(state: MockShared, model: str, asked: int | None) -> int:
@@ -189,7 +180,7 @@ async def _embeddings(request: web.Request) -> web.StreamResponse:
         await delay_whole_response(request, state.config, fault, 1)
     except Dropped:
         return web.Response()
-    return _json_response(embeddings_body(params.inputs, tokens, dims, params.model))
+    return json_answer(embeddings_body(params.inputs, tokens, dims, params.model))
 
 
 def _listed(config: MockConfig) -> list[str]:
@@ -200,7 +191,7 @@ async def _models(request: web.Request) -> web.StreamResponse:
     state = shared_state(request)
     _pick_fault(request, None)
     cards = [model_card(m, embeddings=m in EMBED_MODELS) for m in _listed(state.config)]
-    return _json_response({"object": "list", "data": cards})
+    return json_answer({"object": "list", "data": cards})
 
 
 async def _retrieve_model(request: web.Request) -> web.StreamResponse:
@@ -209,7 +200,7 @@ async def _retrieve_model(request: web.Request) -> web.StreamResponse:
     _pick_fault(request, model)
     if not _knows(state, model):
         raise model_not_found(model, 404)
-    return _json_response(model_card(model, embeddings=model in EMBED_MODELS))
+    return json_answer(model_card(model, embeddings=model in EMBED_MODELS))
 
 
 # ---------------------------------------------------------------- app plumbing

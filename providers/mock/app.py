@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -41,8 +42,10 @@ __all__ = [
     "MockShared",
     "Pacer",
     "abort",
+    "bearer_key",
     "build_app",
     "error_gate",
+    "json_answer",
     "mock_providers",
     "new_id",
     "shared_state",
@@ -282,3 +285,17 @@ def error_gate(authorize: Authorize, render: RenderError, url_error: UrlError) -
             return render(url_error(request, exc), request)
 
     return gate
+
+
+def bearer_key(request: web.Request) -> str:
+    """The key of an `Authorization: Bearer <key>` header ("" when there is none)."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    return key.strip() if scheme.lower() == "bearer" else ""
+
+
+def json_answer(
+    payload: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """A compact JSON answer, non-ASCII text as it is (as most providers send it)."""
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return web.Response(body=body, status=status, content_type="application/json", headers=headers)

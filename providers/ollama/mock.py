@@ -22,9 +22,7 @@ them: `POST /api/chat` (an NDJSON stream unless `"stream": false`),
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-from collections.abc import Mapping
 from typing import Any, Final
 
 from aiohttp import web
@@ -34,8 +32,10 @@ from providers.mock.app import (
     Dropped,
     MockProvider,
     MockShared,
+    bearer_key,
     delay_whole_response,
     error_gate,
+    json_answer,
     shared_state,
 )
 from providers.mock.config import MockConfig
@@ -61,23 +61,13 @@ _MODIFIED: Final = "2025-01-01T00:00:00Z"
 _OPEN_PATH: Final = "/api/version"  # a reachability check, asked without a key
 
 
-def _json_response(payload: Mapping[str, Any]) -> web.Response:
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-    return web.Response(body=body, content_type="application/json")
-
-
 # ---------------------------------------------------------------- gates
-
-
-def _bearer(request: web.Request) -> str:
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    return key.strip() if scheme.lower() == "bearer" else ""
 
 
 def _authorize(request: web.Request, config: MockConfig) -> None:
     if request.path.endswith(_OPEN_PATH):
         return
-    key = _bearer(request)
+    key = bearer_key(request)
     if not key or not (config.accept_any_key or key in config.api_keys):
         raise unauthorized()
 
@@ -90,7 +80,7 @@ def _require_known(state: MockShared, model: str) -> None:
 def _charge(request: web.Request, state: MockShared, tokens: int) -> None:
     if not state.limiter.enabled:
         return
-    budget = state.limiter.take(_bearer(request), tokens)
+    budget = state.limiter.take(bearer_key(request), tokens)
     if not budget.allowed:
         raise rate_limit_error({"retry-after": str(max(1, math.ceil(budget.retry_after)))})
 
@@ -127,7 +117,7 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         await delay_whole_response(request, state.config, fault, reply.eval_count)
     except Dropped:
         return web.Response()  # never sent: the transport is gone
-    return _json_response(chat_body(reply, state.config.stamp_tokens))
+    return json_answer(chat_body(reply, state.config.stamp_tokens))
 
 
 async def _embed_vectors(
@@ -155,7 +145,7 @@ async def _embed(request: web.Request) -> web.StreamResponse:
     except Dropped:
         return web.Response()
     tokens = sum(max(len(t.split()), 1) for t in texts)
-    return _json_response(
+    return json_answer(
         {
             "model": model,
             "embeddings": vectors,
@@ -178,7 +168,7 @@ async def _embeddings(request: web.Request) -> web.StreamResponse:
         vectors = await _embed_vectors(request, model, [prompt], state.config.embed_dims)
     except Dropped:
         return web.Response()
-    return _json_response({"embedding": vectors[0]})
+    return json_answer({"embedding": vectors[0]})
 
 
 def _details() -> dict[str, Any]:
@@ -206,12 +196,12 @@ def _listed(model: str) -> dict[str, Any]:
 async def _tags(request: web.Request) -> web.StreamResponse:
     _pick_fault(request, None)
     models = shared_state(request).config.models
-    return _json_response({"models": [_listed(m) for m in models]})
+    return json_answer({"models": [_listed(m) for m in models]})
 
 
 async def _ps(request: web.Request) -> web.StreamResponse:
     _pick_fault(request, None)
-    return _json_response({"models": []})
+    return json_answer({"models": []})
 
 
 async def _show(request: web.Request) -> web.StreamResponse:
@@ -221,7 +211,7 @@ async def _show(request: web.Request) -> web.StreamResponse:
     _pick_fault(request, model)
     _require_known(state, model)
     embedding = "embed" in model
-    return _json_response(
+    return json_answer(
         {
             "modelfile": f"FROM {model}\n",
             "parameters": 'stop "<|eot_id|>"',
@@ -236,7 +226,7 @@ async def _show(request: web.Request) -> web.StreamResponse:
 
 async def _version(request: web.Request) -> web.StreamResponse:
     _pick_fault(request, None)
-    return _json_response({"version": VERSION})
+    return json_answer({"version": VERSION})
 
 
 # ---------------------------------------------------------------- app plumbing

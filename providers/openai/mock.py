@@ -24,10 +24,8 @@ shared/reference/transcripts/openai and judged by the official `openai` SDK):
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Mapping
 from typing import Any, Final
 
 from aiohttp import web
@@ -37,8 +35,10 @@ from providers.mock.app import (
     Dropped,
     MockProvider,
     MockShared,
+    bearer_key,
     delay_whole_response,
     error_gate,
+    json_answer,
     shared_state,
 )
 from providers.mock.config import MockConfig
@@ -71,21 +71,11 @@ _STARTED: Final = web.RequestKey("started", float)
 _RATE_HEADERS: Final = web.RequestKey("rate_headers", dict[str, str])
 
 
-def _json_response(payload: Mapping[str, Any]) -> web.Response:
-    body = json.dumps(payload, separators=_SEPARATORS, ensure_ascii=False).encode()
-    return web.Response(body=body, content_type="application/json")
-
-
 # ---------------------------------------------------------------- request gates
 
 
-def _bearer(request: web.Request) -> str:
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    return key.strip() if scheme.lower() == "bearer" else ""
-
-
 def _authorize(request: web.Request, config: MockConfig) -> None:
-    key = _bearer(request)
+    key = bearer_key(request)
     if not key or not (config.accept_any_key or key in config.api_keys):
         raise invalid_key_error(key)
 
@@ -103,7 +93,7 @@ def _check_context(params: ChatParams, config: MockConfig) -> None:
 
 def _charge(request: web.Request, state: MockShared, model: str, tokens: int) -> None:
     """Take this request from the key's budget; a refusal is OpenAI's 429."""
-    budget = state.limiter.take(_bearer(request), tokens) if state.limiter.enabled else None
+    budget = state.limiter.take(bearer_key(request), tokens) if state.limiter.enabled else None
     request[_RATE_HEADERS] = ratelimit_headers(budget, tokens)
     if budget is not None and not budget.allowed:
         raise rate_limit_error(model, budget, tokens)
@@ -144,7 +134,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         await delay_whole_response(request, state.config, fault, answer.visible_tokens)
     except Dropped:
         return web.Response()  # never sent: the transport is gone
-    return _json_response(completion)
+    return json_answer(completion)
 
 
 async def _embeddings(request: web.Request) -> web.StreamResponse:
@@ -168,7 +158,7 @@ async def _embeddings(request: web.Request) -> web.StreamResponse:
         await delay_whole_response(request, state.config, fault, 1)
     except Dropped:
         return web.Response()
-    return _json_response(embeddings_body(inputs, dims, encoding, model))
+    return json_answer(embeddings_body(inputs, dims, encoding, model))
 
 
 def _model(model: str) -> dict[str, Any]:
@@ -178,7 +168,7 @@ def _model(model: str) -> dict[str, Any]:
 async def _models(request: web.Request) -> web.StreamResponse:
     state = shared_state(request)
     _pick_fault(request, None)
-    return _json_response({"object": "list", "data": [_model(m) for m in state.config.models]})
+    return json_answer({"object": "list", "data": [_model(m) for m in state.config.models]})
 
 
 async def _retrieve_model(request: web.Request) -> web.StreamResponse:
@@ -194,7 +184,7 @@ async def _retrieve_model(request: web.Request) -> web.StreamResponse:
             "model",
             kind="not_found",
         )
-    return _json_response(_model(model))
+    return json_answer(_model(model))
 
 
 # ---------------------------------------------------------------- app plumbing

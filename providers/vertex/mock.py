@@ -35,6 +35,7 @@ from providers.mock.app import (
     Dropped,
     MockCredentials,
     MockProvider,
+    bearer_key,
     delay_whole_response,
     error_gate,
     shared_state,
@@ -162,7 +163,7 @@ def _charge(request: web.Request, model: str, tokens: int) -> None:
     limiter = shared_state(request).limiter
     if not limiter.enabled:
         return
-    budget = limiter.take(_bearer(request), tokens)
+    budget = limiter.take(bearer_key(request), tokens)
     if not budget.allowed:
         raise rate_limit_error(model, budget_wait(budget.retry_after))
 
@@ -191,15 +192,10 @@ async def _model_call(request: web.Request) -> web.StreamResponse:
 # ---------------------------------------------------------------- app plumbing
 
 
-def _bearer(request: web.Request) -> str:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
-
-
 def _admit(request: web.Request, config: MockConfig) -> None:
     if request.match_info.route.name == _TOKEN_ROUTE:
         return  # the token endpoint authenticates by the assertion it is given
-    token = _bearer(request)
+    token = bearer_key(request)
     if not token:
         raise missing_token_error()
     account = account_of(token, time.time())

@@ -14,9 +14,7 @@ server started with `--api-key` as a Bearer token (401 `{"error":
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
 
 from aiohttp import web
 
@@ -25,8 +23,10 @@ from providers.mock.app import (
     Dropped,
     MockProvider,
     MockShared,
+    bearer_key,
     delay_whole_response,
     error_gate,
+    json_answer,
     shared_state,
 )
 from providers.mock.config import MockConfig
@@ -59,23 +59,13 @@ _CREATED: Final = 1_700_000_000
 _OPEN_PATHS: Final = ("/health", "/version")
 
 
-def _json_response(payload: Mapping[str, Any]) -> web.Response:
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-    return web.Response(body=body, content_type="application/json")
-
-
 # ---------------------------------------------------------------- gates
-
-
-def _bearer(request: web.Request) -> str:
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    return key.strip() if scheme.lower() == "bearer" else ""
 
 
 def _authorize(request: web.Request, config: MockConfig) -> None:
     if request.path.endswith(_OPEN_PATHS):
         return
-    key = _bearer(request)
+    key = bearer_key(request)
     if not key or not (config.accept_any_key or key in config.api_keys):
         raise unauthorized()
 
@@ -88,7 +78,7 @@ def _require_known(state: MockShared, model: str) -> None:
 def _charge(request: web.Request, state: MockShared, tokens: int) -> None:
     if not state.limiter.enabled:
         return
-    budget = state.limiter.take(_bearer(request), tokens)
+    budget = state.limiter.take(bearer_key(request), tokens)
     if not budget.allowed:
         raise rate_limit_error(budget.retry_after)
 
@@ -129,7 +119,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         await delay_whole_response(request, state.config, fault, answer.visible_tokens)
     except Dropped:
         return web.Response()  # never sent: the transport is gone
-    return _json_response(completion_body(params, answer, state.config.stamp_tokens))
+    return json_answer(completion_body(params, answer, state.config.stamp_tokens))
 
 
 async def _embeddings(request: web.Request) -> web.StreamResponse:
@@ -148,7 +138,7 @@ async def _embeddings(request: web.Request) -> web.StreamResponse:
         await delay_whole_response(request, state.config, fault, 1)
     except Dropped:
         return web.Response()
-    return _json_response(embeddings_body(inputs, dims, encoding, model))
+    return json_answer(embeddings_body(inputs, dims, encoding, model))
 
 
 async def _rerank(request: web.Request) -> web.StreamResponse:
@@ -175,7 +165,7 @@ async def _rerank(request: web.Request) -> web.StreamResponse:
         await delay_whole_response(request, state.config, fault, 1)
     except Dropped:
         return web.Response()
-    return _json_response(answer)
+    return json_answer(answer)
 
 
 async def _models(request: web.Request) -> web.StreamResponse:
@@ -194,7 +184,7 @@ async def _models(request: web.Request) -> web.StreamResponse:
         }
         for model in state.config.models
     ]
-    return _json_response({"object": "list", "data": data})
+    return json_answer({"object": "list", "data": data})
 
 
 async def _health(request: web.Request) -> web.StreamResponse:
@@ -202,7 +192,7 @@ async def _health(request: web.Request) -> web.StreamResponse:
 
 
 async def _version(request: web.Request) -> web.StreamResponse:
-    return _json_response({"version": VERSION})
+    return json_answer({"version": VERSION})
 
 
 # ---------------------------------------------------------------- app plumbing

@@ -21,7 +21,6 @@ Models: Voyage's catalog below, plus `MockConfig.models` and any `mock-*` name.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -32,8 +31,10 @@ from providers.mock.app import (
     Dropped,
     MockProvider,
     MockShared,
+    bearer_key,
     delay_whole_response,
     error_gate,
+    json_answer,
     shared_state,
 )
 from providers.mock.config import MockConfig
@@ -78,18 +79,8 @@ _DIMENSIONS: Final = (256, 512, 1024, 2048)
 _SEPARATORS: Final = (",", ":")
 
 
-def _json_response(payload: Mapping[str, Any]) -> web.Response:
-    body = json.dumps(payload, separators=_SEPARATORS, ensure_ascii=False).encode()
-    return web.Response(body=body, content_type="application/json")
-
-
-def _bearer(request: web.Request) -> str:
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    return key.strip() if scheme.lower() == "bearer" else ""
-
-
 def _authorize(request: web.Request, config: MockConfig) -> None:
-    key = _bearer(request)
+    key = bearer_key(request)
     if not key or not (config.accept_any_key or key in config.api_keys):
         raise invalid_key(key)
 
@@ -144,7 +135,7 @@ def _require_model(state: MockShared, model: str, catalog: tuple[str, ...]) -> N
 
 def _charge(request: web.Request, state: MockShared, tokens: int) -> None:
     if state.limiter.enabled:
-        budget = state.limiter.take(_bearer(request), tokens)
+        budget = state.limiter.take(bearer_key(request), tokens)
         if not budget.allowed:
             raise rate_limit_error(budget)
 
@@ -166,7 +157,7 @@ async def _answer(
         await delay_whole_response(request, state.config, fault, 1)
     except Dropped:
         return web.Response()  # never sent: the transport is gone
-    return _json_response(payload)
+    return json_answer(payload)
 
 
 async def _embeddings(request: web.Request) -> web.StreamResponse:
