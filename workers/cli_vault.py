@@ -2,7 +2,8 @@
 
 Secrets enter through stdin or a named environment variable, never through
 argv (which `ps` and shell history show to everyone). Nothing here prints a
-secret: `list` does not even select the ciphertext.
+secret: `list` opens rows only to mark the damaged ones (when a key is given),
+and keeps nothing of what they hold.
 """
 
 from __future__ import annotations
@@ -24,8 +25,14 @@ from workers.config import ConfigError, Settings
 from workers.crypto import Keyring, KeyringError, seal, secret_fields
 from workers.logs import configure_logging
 from workers.migrate import MigrationError, migrate, migrations_dir
-from workers.vault import CredentialExists, CredentialInfo, Vault, parse_id
-from workers.vault_keys import RotationReport, rotate
+from workers.vault import CredentialExists, CredentialInfo, KeyVerdicts, Vault, parse_id
+from workers.vault_keys import (
+    ConstraintState,
+    RotationReport,
+    finish_constraints,
+    record_keys,
+    rotate,
+)
 
 T = TypeVar("T")
 
@@ -51,6 +58,13 @@ def _keyring() -> Keyring:
         return Keyring.from_env(os.environ)
     except KeyringError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _optional_keyring() -> Keyring | None:
+    """The keyring when INTEGRATION_CRYPTO_KEY is set; commands that can do without it."""
+    if not os.environ.get("INTEGRATION_CRYPTO_KEY"):
+        return None
+    return _keyring()
 
 
 def _with_vault(fn: Callable[[Vault], Awaitable[T]], keyring: Keyring | None = None) -> T:
@@ -87,6 +101,46 @@ def migrate_cmd() -> None:
     for name in applied:
         click.echo(f"applied {name}")
     click.echo("database schema is up to date" if not applied else f"{len(applied)} applied")
+    try:
+        states = _with_vault(finish_constraints)
+    except asyncpg.LockNotAvailableError:
+        click.echo(
+            "warning: credentials table busy, constraints not checked; run migrate again", err=True
+        )
+    else:
+        _report_constraints(states)
+    keyring = _optional_keyring()
+    if keyring is None:
+        click.echo("INTEGRATION_CRYPTO_KEY not set: no key-check records written")
+        return
+    # A worker judges its key by this record; write it now for keys already proven
+    # (or about to encrypt for the first time) so no worker has to fall back to rows.
+    outcomes = _with_vault(lambda v: record_keys(v, keyring), keyring)
+    if outcomes is None:
+        click.echo("no vault_key_checks table in this schema: no key-check records written")
+        return
+    for kid, outcome in outcomes.items():
+        words = {
+            "checked": "key-check record opens",
+            "recorded": "key-check record written",
+            "unused": "nothing stored under it, not recorded",
+        }
+        click.echo(f"key id {kid!r}: {words.get(outcome, outcome)}")
+
+
+def _report_constraints(states: list[ConstraintState]) -> None:
+    """Constraints of migration 0003 that existing rows break are named, never hidden."""
+    for st in states:
+        if st.validated:
+            click.echo(f"constraint {st.name} now holds for every row")
+            continue
+        ids = ", ".join(st.row_ids) or "(rows written since the check; run migrate again)"
+        click.echo(
+            f"warning: constraint {st.name} holds for new and changed rows only: "
+            f"{len(st.row_ids)} existing row(s) break it: {ids}. Fix or delete them "
+            "and run `llm-fleet migrate` again",
+            err=True,
+        )
 
 
 @click.group("creds")
@@ -183,13 +237,24 @@ def _when(info: CredentialInfo, attr: str) -> str:
 @click.option("--tenant", help="Only this tenant.")
 @click.option("--all", "include_revoked", is_flag=True, help="Include revoked credentials.")
 def list_cmd(provider: str | None, tenant: str | None, include_revoked: bool) -> None:
-    """Show stored credentials (metadata only; secrets are never shown)."""
-    rows = _with_vault(
-        lambda v: v.list(provider=provider, tenant=tenant, include_revoked=include_revoked)
-    )
-    table = [("ID", "TENANT", "PROVIDER", "NAME", "KEY ID", "CREATED", "REVOKED")]
-    table += [
-        (
+    """Show stored credentials (metadata only; secrets are never shown).
+
+    With INTEGRATION_CRYPTO_KEY set, a STATE column says which rows open: `ok`,
+    `damaged` (does not open although its key is proven right), `wrong key` or
+    `no key` (its key id is not in INTEGRATION_CRYPTO_KEY(S)).
+    """
+    keyring = _optional_keyring()
+
+    async def fetch(v: Vault) -> tuple[list[CredentialInfo], KeyVerdicts | None]:
+        rows = await v.list(provider=provider, tenant=tenant, include_revoked=include_revoked)
+        verdicts = await v.judge_rows([r.id for r in rows]) if keyring is not None else None
+        return rows, verdicts
+
+    rows, verdicts = _with_vault(fetch, keyring)
+    head = ("ID", "TENANT", "PROVIDER", "NAME", "KEY ID", "CREATED", "REVOKED")
+    table = [(*head, "STATE") if verdicts is not None else head]
+    for r in rows:
+        line = (
             r.id,
             r.tenant,
             r.provider,
@@ -198,8 +263,7 @@ def list_cmd(provider: str | None, tenant: str | None, include_revoked: bool) ->
             _when(r, "created_at"),
             _when(r, "revoked_at"),
         )
-        for r in rows
-    ]
+        table.append((*line, verdicts.row_state(r.id, r.key_id)) if verdicts else line)
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -283,11 +347,28 @@ def rotate_cmd(batch_size: int, max_batches: int | None) -> None:
     )
     for cid, reason in sorted(report.unreadable.items()):
         click.echo(f"cannot read {cid}: {reason}", err=True)
+    for cid, reason in sorted(report.damaged.items()):
+        click.echo(f"damaged {cid}: {reason}", err=True)
+    for cid, constraint in sorted(report.refused.items()):
+        click.echo(f"cannot change {cid}: its row breaks {constraint}", err=True)
+    problems = []
     if report.unreadable:
-        raise click.ClickException(
+        problems.append(
             f"{len(report.unreadable)} credential(s) could not be read and were left untouched; "
             "add their key to INTEGRATION_CRYPTO_KEYS and run again"
         )
+    if report.damaged:
+        problems.append(
+            f"{len(report.damaged)} credential(s) are damaged (they do not open under a key "
+            "proven right) and were left untouched; store those keys again and revoke these ids"
+        )
+    if report.refused:
+        problems.append(
+            f"{len(report.refused)} credential(s) break a constraint and were left untouched "
+            "(see `llm-fleet migrate`); fix those rows and run again"
+        )
+    if problems:
+        raise click.ClickException("; ".join(problems))
     if report.remaining and max_batches is not None:
         click.echo("stopped at --max-batches; run again to continue")
     elif report.remaining:

@@ -80,6 +80,15 @@ class Keyring:
         nonce = os.urandom(NONCE_BYTES)
         return self.active_kid, nonce, self._keys[self.active_kid].encrypt(nonce, plaintext, aad)
 
+    def encrypt_under(self, kid: str, plaintext: bytes, aad: bytes) -> tuple[bytes, bytes]:
+        """(nonce, ciphertext+tag) under a named key, active or not.
+
+        Only the vault's key-check records need this: a key that was proven right by a
+        row it opened gets its record even when it is no longer the active key.
+        """
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce, self._keys[kid].encrypt(nonce, plaintext, aad)
+
     def decrypt(self, kid: str, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
         """Raise KeyError for an unknown kid and InvalidTag when the data does not open."""
         return self._keys[kid].decrypt(nonce, ciphertext, aad)

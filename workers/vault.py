@@ -7,6 +7,14 @@ does not open. Workers may keep the *encrypted* row in memory for a few seconds
 (every job would otherwise cost a query); the plaintext is decrypted per call
 and lives only in the returned `Secret`.
 
+Whether a key is the right one for its key id is decided by that key id's
+*key-check record* (table `vault_key_checks`), never by how many rows open: a
+fixed, public text naming the key id, encrypted under associated data that names
+this purpose. A row that does not open under a key whose record opens is
+*damaged* (altered, or copied from another row), and is reported as such; one bad
+row can no longer make a right key look wrong. A key id written before records
+existed is judged by its rows until one opens, which writes its record.
+
 Whenever PostgreSQL cannot be reached the vault raises `ProviderUnavailable`,
 which is retryable: the executor waits and tries again within the job's deadline.
 """
@@ -20,10 +28,10 @@ import json
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import structlog
@@ -48,15 +56,114 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 
 _COLUMNS = "id, tenant, provider, name, key_id, created_at, updated_at, revoked_at"
 _SEALED_COLUMNS = "id, provider, key_id, nonce, ciphertext, revoked_at"
+# The unique index behind CredentialExists; any other unique violation is not a name clash.
+_LIVE_NAME_INDEX = "credentials_live_name"
+# Rows tried when a key id has no check record yet and a key must be proven before it
+# encrypts (`creds add`, `creds rotate`, `migrate`): a wrong key opens none of them,
+# and a right one is refused only if every one of them is damaged.
+_PROOF_SAMPLE = 25
 
 
 class CredentialExists(ValueError):
     """A live credential with this tenant, provider and name already exists."""
 
 
+class RowSealedShut(Unauthorized):
+    """A row's ciphertext does not open under the key its key id names."""
+
+
+class RowDamaged(Unauthorized):
+    """A row that cannot be opened although its key is proven right: the row is damaged.
+
+    `unauthorized`, like a revoked credential, because the caller's next step is the
+    same: this credential id cannot work on any worker or on any retry, and the key
+    must be stored again under a new id. `internal` would say the fleet is broken and
+    invite a retry later, yet every other credential works and the worker is fine.
+    """
+
+
+class WrongKey(Unauthorized):
+    """The key configured for a key id is not the one its rows were written with."""
+
+    def __init__(self, kid: str, evidence: str) -> None:
+        super().__init__(
+            f"key id {kid!r}: the key INTEGRATION_CRYPTO_KEY(S) gives for it does not open "
+            f"{evidence}: it is the wrong key"
+        )
+        self.kid = kid
+
+
 def row_aad(credential_id: str, provider: str) -> bytes:
     """Associated data binding a ciphertext to exactly one row."""
     return f"llm-fleet:vault:v1:{credential_id}:{provider}".encode()
+
+
+def key_check_aad(kid: str) -> bytes:
+    """Associated data of a key-check record: a purpose no credential row's AAD can name."""
+    return f"llm-fleet:key-check:v1:{kid}".encode()
+
+
+def key_check_text(kid: str) -> bytes:
+    """The record's plaintext: public, fixed, and bound to its key id."""
+    return f"llm-fleet key check v1: this key is key id {kid}".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCheck:
+    """A key id's check record: proof of which key wrote it, and nothing secret."""
+
+    key_id: str
+    nonce: bytes
+    ciphertext: bytes
+
+    @classmethod
+    def make(cls, keyring: Keyring, kid: str) -> KeyCheck:
+        nonce, ct = keyring.encrypt_under(kid, key_check_text(kid), key_check_aad(kid))
+        return cls(kid, nonce, ct)
+
+    @classmethod
+    def from_record(cls, r: Mapping[str, Any]) -> KeyCheck:
+        return cls(r["key_id"], bytes(r["nonce"]), bytes(r["ciphertext"]))
+
+    def opens_with(self, keyring: Keyring) -> bool:
+        if self.key_id not in keyring.kids:
+            return False
+        try:
+            text = keyring.decrypt(
+                self.key_id, self.nonce, self.ciphertext, key_check_aad(self.key_id)
+            )
+        except (InvalidTag, ValueError):
+            return False
+        return text == key_check_text(self.key_id)
+
+
+async def load_key_checks(conn: asyncpg.Connection) -> dict[str, KeyCheck] | None:
+    """Every key-check record; None when the table does not exist yet (migration 0002)."""
+    if await conn.fetchval("SELECT to_regclass('vault_key_checks')") is None:
+        return None
+    rows = await conn.fetch("SELECT key_id, nonce, ciphertext FROM vault_key_checks")
+    return {r["key_id"]: KeyCheck.from_record(r) for r in rows}
+
+
+async def store_key_check(conn: asyncpg.Connection, keyring: Keyring, kid: str) -> bool:
+    """Write `kid`'s record unless one exists; True when the stored one opens with our key.
+
+    Callers prove the key first (a row opened with it, or it is about to encrypt the
+    first row under its key id). Two processes with different keys under one key id
+    race on the primary key; the loser finds a record it cannot open and is told so.
+    """
+    check = KeyCheck.make(keyring, kid)
+    await conn.execute(
+        "INSERT INTO vault_key_checks (key_id, nonce, ciphertext) VALUES ($1, $2, $3)"
+        " ON CONFLICT (key_id) DO NOTHING",
+        kid,
+        check.nonce,
+        check.ciphertext,
+    )
+    r = await conn.fetchrow(
+        "SELECT key_id, nonce, ciphertext FROM vault_key_checks WHERE key_id = $1", kid
+    )
+    return r is not None and KeyCheck.from_record(r).opens_with(keyring)
 
 
 def parse_id(credential_id: str) -> str | None:
@@ -138,8 +245,102 @@ def decrypt_row(keyring: Keyring, row: SealedRow) -> Secret:
     except ValueError:
         fields = None
     if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
-        raise Unauthorized(f"credential {row.id} decrypts but does not hold a field map")
+        # The tag verified, so the key is right and the row itself is wrong.
+        raise RowDamaged(
+            f"credential {row.id} is damaged: it decrypts but does not hold a field map"
+        )
     return Secret(fields)
+
+
+RowProbe = Literal["ok", "no_key", "sealed_shut", "damaged"]
+
+
+def probe_row(keyring: Keyring, row: SealedRow) -> RowProbe:
+    """How a row opens, without keeping anything of its contents."""
+    try:
+        decrypt_row(keyring, row)
+    except RowSealedShut:
+        return "sealed_shut"
+    except RowDamaged:
+        return "damaged"
+    except Unauthorized:
+        return "no_key"
+    return "ok"
+
+
+@dataclass(slots=True)
+class KeyVerdicts:
+    """What a set of rows and the check records say about each key id."""
+
+    right: dict[str, str] = field(default_factory=dict)  # kid -> "check record" | "rows"
+    wrong: dict[str, str] = field(default_factory=dict)  # kid -> what it failed to open
+    missing: dict[str, int] = field(default_factory=dict)  # kid not held -> rows under it
+    damaged: dict[str, str] = field(default_factory=dict)  # row id -> kid
+    wrong_key_rows: dict[str, str] = field(default_factory=dict)  # row id -> kid
+    to_record: list[str] = field(default_factory=list)  # proven by rows, no record yet
+
+    def row_state(self, row_id: str, kid: str) -> str:
+        """A word for `creds list`: ok, damaged, wrong key or no key."""
+        if row_id in self.damaged:
+            return "damaged"
+        if row_id in self.wrong_key_rows:
+            return "wrong key"
+        return "no key" if kid in self.missing else "ok"
+
+
+class RowJudge:
+    """Sorts rows, one at a time, into fine, damaged and under a wrong or missing key.
+
+    A key id with a check record is right exactly when the record opens. One without
+    (rows written before records existed) is right when any of its rows opens: AES-GCM
+    opens nothing under a wrong key. Only the ids of rows that fail are kept.
+    """
+
+    def __init__(self, keyring: Keyring, checks: Mapping[str, KeyCheck]) -> None:
+        self._keyring = keyring
+        self._checks = checks
+        self._rows: dict[str, int] = {}
+        self._opened: set[str] = set()
+        self._shut: dict[str, str] = {}  # row id -> kid: did not open
+        self._damaged: dict[str, str] = {}  # row id -> kid: opened, contents wrong
+
+    def add(self, row: SealedRow) -> None:
+        self._rows[row.key_id] = self._rows.get(row.key_id, 0) + 1
+        state = probe_row(self._keyring, row)
+        if state in ("ok", "damaged"):
+            self._opened.add(row.key_id)
+        if state == "sealed_shut":
+            self._shut[row.id] = row.key_id
+        elif state == "damaged":
+            self._damaged[row.id] = row.key_id
+
+    def opened(self, kid: str) -> bool:
+        return kid in self._opened
+
+    def verdicts(self) -> KeyVerdicts:
+        v = KeyVerdicts()
+        for kid in sorted(self._keyring.kids | set(self._rows)):
+            n = self._rows.get(kid, 0)
+            check = self._checks.get(kid)
+            if kid not in self._keyring.kids:
+                v.missing[kid] = n
+            elif check is not None:
+                if check.opens_with(self._keyring):
+                    v.right[kid] = "check record"
+                else:
+                    v.wrong[kid] = "its key-check record"
+            elif kid in self._opened:
+                v.right[kid] = "rows"
+                v.to_record.append(kid)
+            elif n:
+                v.wrong[kid] = f"any of the {n} credential row(s) under it"
+        for rid, kid in self._shut.items():
+            if kid in v.right:
+                v.damaged[rid] = kid
+            elif kid in v.wrong:
+                v.wrong_key_rows[rid] = kid
+        v.damaged.update(self._damaged)
+        return v
 
 
 def _decrypt(keyring: Keyring, row: SealedRow) -> bytes:
@@ -151,7 +352,7 @@ def _decrypt(keyring: Keyring, row: SealedRow) -> bytes:
     try:
         return keyring.decrypt(row.key_id, row.nonce, row.ciphertext, row_aad(row.id, row.provider))
     except (InvalidTag, ValueError):
-        raise Unauthorized(
+        raise RowSealedShut(
             f"credential {row.id} does not decrypt with key id {row.key_id!r}: the stored "
             "ciphertext was altered or moved from another row, or the key is wrong"
         ) from None
@@ -214,6 +415,9 @@ class Vault:
         self._command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
+        # Key ids whose key this process has proven right (check record or a row that
+        # opened): a row that will not open under one of them is damaged.
+        self._right_kids: set[str] = set()
 
     # -- connections ---------------------------------------------------------
 
@@ -245,9 +449,11 @@ class Vault:
             raise ProviderUnavailable(
                 f"credential store unreachable ({type(exc).__name__})"
             ) from None
-        except asyncpg.UndefinedTableError:
+        except asyncpg.UndefinedTableError as exc:
+            # The message names the relation ("credentials", "vault_key_checks"), no data.
             raise ProviderUnavailable(
-                "credential store has no credentials table: run `llm-fleet migrate`"
+                f"credential store schema is incomplete ({exc.args[0] if exc.args else exc}): "
+                "run `llm-fleet migrate`"
             ) from None
 
     async def ping(self) -> bool:
@@ -291,7 +497,18 @@ class Vault:
         if row is None:
             raise NotFound(f"credential {cid} does not exist")
         self._cache.put(row)
-        return self._open_row(keyring, row, provider)
+        try:
+            return self._open_row(keyring, row, provider)
+        except RowSealedShut:
+            if not await self._key_is_right(row.key_id):
+                raise  # cannot tell a damaged row from a wrong key: the message says both
+            log.warning("vault_damaged_row", credential_id=row.id, key_id=row.key_id)
+            raise RowDamaged(
+                f"credential {row.id} is damaged: its stored row does not decrypt with key id "
+                f"{row.key_id!r} although that key is the right one (it opens the key id's "
+                "check record): the ciphertext was altered or copied from another row. "
+                "Store the key again under a new credential and revoke this one"
+            ) from None
 
     @staticmethod
     def _open_row(keyring: Keyring, row: SealedRow, provider: str) -> Secret:
@@ -302,6 +519,85 @@ class Vault:
                 f"credential {row.id} belongs to provider {row.provider!r}, not {provider!r}"
             )
         return decrypt_row(keyring, row)
+
+    def note_right_kids(self, kids: Iterable[str]) -> None:
+        """Key ids the start-up check proved right (see `workers.vault_keys.check_keys`)."""
+        self._right_kids.update(kids)
+
+    async def _key_is_right(self, kid: str) -> bool:
+        """Whether this process's key for `kid` opens the kid's check record.
+
+        Asked only when a row failed to open, so it costs nothing on the hot path. A
+        store that is unreachable or not yet migrated only means we cannot tell.
+        """
+        keyring = self._require_keyring()
+        if kid in self._right_kids:
+            return True
+        if kid not in keyring.kids:
+            return False
+        try:
+            async with self.connection() as conn:
+                checks = await load_key_checks(conn)
+        except ProviderUnavailable:
+            return False
+        check = None if checks is None else checks.get(kid)
+        if check is None or not check.opens_with(keyring):
+            return False
+        self._right_kids.add(kid)
+        return True
+
+    async def ensure_key_check(self, conn: asyncpg.Connection, kid: str) -> str:
+        """Prove this process's key for `kid` before it writes under it; record it if new.
+
+        Returns "checked" (its record opens), "recorded" (no record yet: a row under
+        it opened, or it is the active key and nothing is stored under it, so this
+        write is its first use) or "unused" (an inactive key with nothing under it:
+        nothing proves it, and recording a mistyped key would lock the right one out).
+        Raises `WrongKey` instead of writing anything under a wrong key.
+        """
+        keyring = self._require_keyring()
+        if kid in self._right_kids:
+            return "checked"
+        r = await conn.fetchrow(
+            "SELECT key_id, nonce, ciphertext FROM vault_key_checks WHERE key_id = $1", kid
+        )
+        if r is not None:
+            if not KeyCheck.from_record(r).opens_with(keyring):
+                raise WrongKey(kid, "its key-check record")
+            self._right_kids.add(kid)
+            return "checked"
+        rows = await conn.fetch(
+            f"SELECT {_SEALED_COLUMNS} FROM credentials WHERE key_id = $1"
+            " ORDER BY revoked_at IS NOT NULL, created_at DESC LIMIT $2",
+            kid,
+            _PROOF_SAMPLE,
+        )
+        judge = RowJudge(keyring, {})
+        for rec in rows:
+            judge.add(SealedRow.from_record(rec))
+        if rows and not judge.opened(kid):
+            raise WrongKey(kid, f"any of {len(rows)} credential row(s) under it")
+        if not rows and kid != keyring.active_kid:
+            return "unused"
+        if not await store_key_check(conn, keyring, kid):
+            raise WrongKey(kid, "the key-check record another process wrote for it")
+        self._right_kids.add(kid)
+        log.info("vault_key_check_recorded", key_id=kid, proven_by="rows" if rows else "first use")
+        return "recorded"
+
+    async def judge_rows(self, ids: Iterable[str]) -> KeyVerdicts:
+        """Which of these rows are damaged or under a wrong or missing key (for listings)."""
+        keyring = self._require_keyring()
+        async with self.connection() as conn:
+            checks = await load_key_checks(conn)
+            rows = await conn.fetch(
+                f"SELECT {_SEALED_COLUMNS} FROM credentials WHERE id = ANY($1::uuid[])",
+                [uuid.UUID(i) for i in ids],
+            )
+        judge = RowJudge(keyring, checks or {})
+        for rec in rows:
+            judge.add(SealedRow.from_record(rec))
+        return judge.verdicts()
 
     async def sealed_row(self, credential_id: str) -> SealedRow | None:
         async with self.connection() as conn:
@@ -320,10 +616,13 @@ class Vault:
         if not any(fields.values()):
             raise ValueError("a credential needs at least one non-empty field (e.g. api_key)")
         cid = str(uuid.uuid4())
-        kid, nonce, ct = encrypt_fields(self._require_keyring(), cid, provider, fields)
-        assert len(nonce) == NONCE_BYTES
+        keyring = self._require_keyring()
         try:
             async with self.connection() as conn:
+                # Never write a row under a key its key id's record says is wrong.
+                await self.ensure_key_check(conn, keyring.active_kid)
+                kid, nonce, ct = encrypt_fields(keyring, cid, provider, fields)
+                assert len(nonce) == NONCE_BYTES
                 await conn.execute(
                     "INSERT INTO credentials"
                     " (id, tenant, provider, name, key_id, nonce, ciphertext)"
@@ -336,7 +635,9 @@ class Vault:
                     nonce,
                     ct,
                 )
-        except asyncpg.UniqueViolationError:
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != _LIVE_NAME_INDEX:
+                raise  # (key_id, nonce): a repeated random 96-bit nonce, never a name clash
             raise CredentialExists(
                 f"tenant {tenant!r} already has a live {provider} credential named {name!r}; "
                 "revoke it first or choose another name"
@@ -391,16 +692,25 @@ class Vault:
         cid = parse_id(credential_id)
         if cid is None:
             raise NotFound("credential id is not a uuid")
-        async with self.connection() as conn:
-            status = await conn.fetchval(
-                "WITH target AS (SELECT id, revoked_at FROM credentials WHERE id = $1 FOR UPDATE),"
-                " done AS (UPDATE credentials c SET revoked_at = now(), updated_at = now()"
-                "   FROM target WHERE c.id = target.id AND target.revoked_at IS NULL"
-                "   RETURNING c.id)"
-                " SELECT CASE WHEN EXISTS (SELECT 1 FROM done) THEN 'revoked'"
-                "   WHEN EXISTS (SELECT 1 FROM target) THEN 'already' ELSE 'missing' END",
-                uuid.UUID(cid),
-            )
+        try:
+            async with self.connection() as conn:
+                status = await conn.fetchval(
+                    "WITH target AS"
+                    " (SELECT id, revoked_at FROM credentials WHERE id = $1 FOR UPDATE),"
+                    " done AS (UPDATE credentials c SET revoked_at = now(), updated_at = now()"
+                    "   FROM target WHERE c.id = target.id AND target.revoked_at IS NULL"
+                    "   RETURNING c.id)"
+                    " SELECT CASE WHEN EXISTS (SELECT 1 FROM done) THEN 'revoked'"
+                    "   WHEN EXISTS (SELECT 1 FROM target) THEN 'already' ELSE 'missing' END",
+                    uuid.UUID(cid),
+                )
+        except asyncpg.CheckViolationError as exc:
+            # A row from before migration 0003 that breaks one of its constraints: any
+            # change to it is refused until it is fixed (`llm-fleet migrate` lists it).
+            raise ValueError(
+                f"credential {cid} cannot be revoked: its row breaks {exc.constraint_name} "
+                "(see `llm-fleet migrate`); fix or delete the row first"
+            ) from None
         self._cache.drop(cid)
         if status == "missing":
             raise NotFound(f"credential {cid} does not exist")

@@ -209,7 +209,11 @@ def dead_letters(
 async def vault_db(database_url: str) -> AsyncIterator[str]:
     """A throwaway database, created and migrated by `workers.migrate`, dropped at the end."""
     url = with_database(database_url, f"llm_fleet_test_{uuid.uuid4().hex[:12]}")
-    assert await migrate(url) == ["0001_credentials.sql"]
+    assert await migrate(url) == [
+        "0001_credentials.sql",
+        "0002_vault_key_checks.sql",
+        "0003_credentials_constraints.sql",
+    ]
     yield url
     await drop_database(database_url, url)
 

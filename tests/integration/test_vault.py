@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ import time
 import urllib.parse
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -41,6 +43,12 @@ from workers.vault import Vault
 pytestmark = pytest.mark.integration
 
 HELLO = [Message(role="user", content="hello vault")]
+
+
+@pytest.fixture(autouse=True)
+async def fresh_key_checks(vault_sql: asyncpg.Connection) -> None:
+    """Tests reuse key ids (k1, k2) with fresh keys: each starts with no check records."""
+    await vault_sql.execute("TRUNCATE vault_key_checks")
 
 
 def by_id(cid: str, provider: str = "mock", model: str = "mock-chat") -> Target:
@@ -220,6 +228,7 @@ async def test_each_broken_credential_gets_its_clear_error(
     amqp_url: str,
 ) -> None:
     good = await vault.add("t1", "mock", "good", {"api_key": MOCK_KEY})
+    donor = await vault.add("t1", "mock", "donor", {"api_key": MOCK_KEY})
     tampered = await vault.add("t1", "mock", "tampered", {"api_key": MOCK_KEY})
     swapped = await vault.add("t1", "mock", "swapped", {"api_key": "sk-other-key-000111"})
     revoked = await vault.add("t1", "mock", "revoked", {"api_key": MOCK_KEY})
@@ -234,20 +243,25 @@ async def test_each_broken_credential_gets_its_clear_error(
     await vault_sql.execute(
         "UPDATE credentials SET ciphertext = $2 WHERE id = $1", uuid.UUID(tampered), bytes(ct)
     )
-    # The swapped row gets the good row's nonce and ciphertext: a valid ciphertext, wrong row.
+    # The swapped row gets another row's nonce and ciphertext: a valid ciphertext, wrong
+    # row. UNIQUE (key_id, nonce) refuses the copy while the donor row exists, so the
+    # donor goes first.
+    donated = await vault_sql.fetchrow(
+        "DELETE FROM credentials WHERE id = $1 RETURNING nonce, ciphertext", uuid.UUID(donor)
+    )
     await vault_sql.execute(
-        "UPDATE credentials AS s SET nonce = g.nonce, ciphertext = g.ciphertext"
-        " FROM credentials AS g WHERE s.id = $1 AND g.id = $2",
+        "UPDATE credentials SET nonce = $2, ciphertext = $3 WHERE id = $1",
         uuid.UUID(swapped),
-        uuid.UUID(good),
+        donated["nonce"],
+        donated["ciphertext"],
     )
     res = await fleet_cli("creds", "revoke", revoked)
     assert res.code == 0 and f"revoked {revoked}" in res.out
     assert "already revoked" in (await fleet_cli("creds", "revoke", revoked)).out
 
     cases: list[tuple[Target, type[FleetError], str]] = [
-        (by_id(tampered), Unauthorized, "does not decrypt"),
-        (by_id(swapped), Unauthorized, "does not decrypt"),
+        (by_id(tampered), Unauthorized, "is damaged: its stored row does not decrypt"),
+        (by_id(swapped), Unauthorized, "is damaged: its stored row does not decrypt"),
         (by_id(revoked), Unauthorized, "was revoked"),
         (by_id(str(uuid.uuid4())), NotFound, "does not exist"),
         (by_id("not-a-uuid"), NotFound, "not a uuid"),
@@ -290,7 +304,10 @@ async def test_worker_with_a_wrong_or_missing_key_refuses_to_start(
     )
     with pytest.raises(RuntimeError) as wrong:
         await spawn_worker(env=db_env(vault_db, INTEGRATION_CRYPTO_KEYS=f"k1:{new_key()}"))
-    assert "credentials under key id 'k1' do not decrypt" in str(wrong.value)
+    # `add` recorded k1's key-check record; the wrong key does not open it.
+    assert "key id 'k1': the key INTEGRATION_CRYPTO_KEY(S) gives for it does not open its " in str(
+        wrong.value
+    )
     assert "wrong key" in str(wrong.value)
 
     await spawn_worker(
@@ -320,6 +337,238 @@ async def test_worker_starts_when_the_database_is_down_and_says_so(
     assert r.status_code == 503 and r.json()["checks"] == {"broker": True, "database": False}
     with pytest.raises(ProviderUnavailable):
         await client.chat(by_id(str(uuid.uuid4())), HELLO, deadline=time.time() + 1.5)
+
+
+# -- key-check records, damaged rows (issue 11) ----------------------------------------
+
+
+async def damage(sql: asyncpg.Connection, cid: str) -> None:
+    """Flip one ciphertext bit: the row stays well-formed but no longer authenticates."""
+    ct = bytearray(
+        await sql.fetchval("SELECT ciphertext FROM credentials WHERE id = $1", uuid.UUID(cid))
+    )
+    ct[5] ^= 0x40
+    await sql.execute(
+        "UPDATE credentials SET ciphertext = $2 WHERE id = $1", uuid.UUID(cid), bytes(ct)
+    )
+
+
+def log_events(worker: WorkerProc, event: str) -> list[dict[str, Any]]:
+    found = []
+    for line in worker.logs().splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict) and record.get("event") == event:
+                found.append(record)
+    return found
+
+
+def listed_states(listing: str) -> dict[str, str]:
+    """Credential id -> the STATE column of `creds list`."""
+    lines = listing.splitlines()
+    assert lines[0].split()[-1] == "STATE", lines[0]
+    return {line.split()[0]: line.split()[-1] for line in lines[1:]}
+
+
+async def test_a_right_key_with_three_damaged_rows_starts_and_reports_them(
+    fleet_cli: RunCli,
+    spawn_worker: SpawnWorker,
+    vault_db: str,
+    vault: Vault,
+    vault_sql: asyncpg.Connection,
+    client: FleetClient,
+    amqp_url: str,
+    keyring: Keyring,
+    crypto_key: str,
+) -> None:
+    ids = [await vault.add("t", "mock", f"c{i}", {"api_key": MOCK_KEY}) for i in range(5)]
+    # The three oldest: exactly the rows the old start-up check sampled, so before the
+    # key-check record this store stopped every worker holding the right key.
+    broken = ids[:3]
+    for cid in broken:
+        await damage(vault_sql, cid)
+    worker = await spawn_worker(env=db_env(vault_db))
+
+    [report] = log_events(worker, "vault_damaged_rows")
+    assert report["count"] == 3 and report["credential_ids"] == sorted(broken)
+    assert report["key_ids"] == [keyring.active_kid]
+    assert not log_events(worker, "credential_keys_missing")
+    for cid in ids[3:]:
+        assert (await client.chat(by_id(cid), HELLO)).message is not None
+    for cid in broken:
+        with pytest.raises(Unauthorized) as info:
+            await client.chat(by_id(cid), HELLO)
+        assert f"credential {cid} is damaged" in info.value.message
+        assert MOCK_KEY not in info.value.message
+    dead = await drain_queue(amqp_url, t.DEAD_QUEUE, wait=0.3)
+    assert sorted((m.headers or {}).get(t.HDR_DEAD_CODE) for m in dead) == ["unauthorized"] * 3
+    assert MOCK_KEY not in worker.logs() and crypto_key not in worker.logs()
+
+    listing = await fleet_cli("creds", "list")
+    assert listing.code == 0, listing.err
+    states = listed_states(listing.out)
+    assert {cid: states[cid] for cid in ids} == {
+        **{cid: "damaged" for cid in broken},
+        **{cid: "ok" for cid in ids[3:]},
+    }
+    bare = await fleet_cli("creds", "list", env={"INTEGRATION_CRYPTO_KEY": ""})
+    assert bare.code == 0 and "STATE" not in bare.out and broken[0] in bare.out
+
+    k2 = new_key()
+    rotation_env = {
+        "INTEGRATION_CRYPTO_KEY": k2,
+        "INTEGRATION_CRYPTO_KEYS": f"{keyring.active_kid}:{crypto_key},k2:{k2}",
+    }
+    rotated = await fleet_cli("creds", "rotate", env=rotation_env)
+    assert rotated.code == 1
+    assert "re-encrypted 2 credential(s) under key id 'k2'" in rotated.out
+    for cid in broken:
+        assert f"damaged {cid}: damaged: does not decrypt" in rotated.err
+    assert "3 credential(s) are damaged" in rotated.err and "cannot read" not in rotated.err
+    assert await kid_counts(vault_sql) == {keyring.active_kid: 3, "k2": 2}
+
+
+async def test_a_wrong_key_is_refused_by_the_check_record_whatever_the_rows(
+    spawn_worker: SpawnWorker, vault_db: str, vault_sql: asyncpg.Connection
+) -> None:
+    k1 = new_key()
+    writer = Vault(vault_db, keys(k1, f"k1:{k1}"))
+    ids = [await writer.add("t", "mock", f"n{i}", {"api_key": MOCK_KEY}) for i in range(2)]
+    await writer.close()
+    assert await vault_sql.fetchval("SELECT count(*) FROM vault_key_checks") == 1
+    for cid in ids:
+        await damage(vault_sql, cid)
+
+    # Every row damaged: no row can tell a right key from a wrong one, the record can.
+    right = await spawn_worker(env=db_env(vault_db, INTEGRATION_CRYPTO_KEYS=f"k1:{k1}"))
+    [report] = log_events(right, "vault_damaged_rows")
+    assert report["count"] == 2 and report["credential_ids"] == sorted(ids)
+    wrong_key = new_key()
+    with pytest.raises(RuntimeError) as wrong:
+        await spawn_worker(env=db_env(vault_db, INTEGRATION_CRYPTO_KEYS=f"k1:{wrong_key}"))
+    message = str(wrong.value)
+    assert "refused to start" in message and "does not open its key-check record" in message
+    assert "key id 'k1'" in message and "vault_damaged_rows" not in message
+    assert wrong_key not in message and k1 not in message
+
+    # No rows at all: a wrong key is still refused, by the record alone.
+    await vault_sql.execute("DELETE FROM credentials")
+    with pytest.raises(RuntimeError, match="does not open its key-check record"):
+        await spawn_worker(env=db_env(vault_db, INTEGRATION_CRYPTO_KEYS=f"k1:{new_key()}"))
+    await spawn_worker(env=db_env(vault_db, INTEGRATION_CRYPTO_KEYS=f"k1:{k1}"))
+
+    # ... and `creds add` will not write a row under it either.
+    refused = Vault(vault_db, keys(wrong_key, f"k1:{wrong_key}"))
+    try:
+        with pytest.raises(Unauthorized, match="does not open its key-check record"):
+            await refused.add("t", "mock", "never", {"api_key": MOCK_KEY})
+    finally:
+        await refused.close()
+    assert await vault_sql.fetchval("SELECT count(*) FROM credentials") == 0
+
+
+async def test_rows_from_before_check_records_prove_the_key_and_the_first_open_records_it(
+    fleet_cli: RunCli, spawn_worker: SpawnWorker, vault_db: str, vault_sql: asyncpg.Connection
+) -> None:
+    k1 = new_key()
+    writer = Vault(vault_db, keys(k1, f"k1:{k1}"))
+    ids = [await writer.add("t", "mock", f"n{i}", {"api_key": MOCK_KEY}) for i in range(4)]
+    await writer.close()
+    await vault_sql.execute("TRUNCATE vault_key_checks")  # as if written before 0002
+    for cid in ids[:3]:
+        await damage(vault_sql, cid)
+
+    with pytest.raises(RuntimeError) as wrong:
+        await spawn_worker(env=db_env(vault_db, INTEGRATION_CRYPTO_KEYS=f"k1:{new_key()}"))
+    assert "credentials under key id 'k1' do not decrypt" in str(wrong.value)
+    assert await vault_sql.fetchval("SELECT count(*) FROM vault_key_checks") == 0
+
+    worker = await spawn_worker(env=db_env(vault_db, INTEGRATION_CRYPTO_KEYS=f"k1:{k1}"))
+    assert [e["key_id"] for e in log_events(worker, "vault_key_check_recorded")] == ["k1"]
+    assert log_events(worker, "vault_damaged_rows")[0]["count"] == 3
+    assert await vault_sql.fetchval("SELECT key_id FROM vault_key_checks") == "k1"
+    # From now on the record decides: the one good row could be damaged too.
+    await damage(vault_sql, ids[3])
+    await spawn_worker(env=db_env(vault_db, INTEGRATION_CRYPTO_KEYS=f"k1:{k1}"))
+
+    # `llm-fleet migrate` records keys too, and refuses a wrong one.
+    await vault_sql.execute("TRUNCATE vault_key_checks")
+    await vault_sql.execute("TRUNCATE credentials")
+    env = {"INTEGRATION_CRYPTO_KEY": k1, "INTEGRATION_CRYPTO_KEYS": f"k1:{k1}"}
+    first = await fleet_cli("migrate", env=env)
+    assert first.code == 0 and "key id 'k1': key-check record written" in first.out, first.err
+    again = await fleet_cli("migrate", env=env)
+    assert again.code == 0 and "key id 'k1': key-check record opens" in again.out
+    other = new_key()
+    bad = await fleet_cli(
+        "migrate", env={"INTEGRATION_CRYPTO_KEY": other, "INTEGRATION_CRYPTO_KEYS": f"k1:{other}"}
+    )
+    assert bad.code == 1 and "key id 'k1'" in bad.err and "wrong key" in bad.err
+    assert other not in bad.out + bad.err
+
+
+async def test_constraints_refuse_bad_rows_in_sql(
+    vault: Vault, vault_sql: asyncpg.Connection
+) -> None:
+    cid = await vault.add("t", "mock", "base", {"api_key": MOCK_KEY})
+    base = dict(
+        await vault_sql.fetchrow(
+            "SELECT key_id, nonce, ciphertext FROM credentials WHERE id = $1", uuid.UUID(cid)
+        )
+    )
+
+    async def insert(**over: Any) -> None:
+        row = {
+            "id": uuid.uuid4(),
+            "tenant": "t",
+            "provider": "mock",
+            "name": f"n-{uuid.uuid4().hex[:6]}",
+            "key_id": base["key_id"],
+            "nonce": os.urandom(12),
+            "ciphertext": base["ciphertext"],
+            **over,
+        }
+        cols = ", ".join(row)
+        marks = ", ".join(f"${i}" for i in range(1, len(row) + 1))
+        await vault_sql.execute(f"INSERT INTO credentials ({cols}) VALUES ({marks})", *row.values())
+
+    for column in ("tenant", "provider", "name", "key_id"):
+        with pytest.raises(asyncpg.CheckViolationError) as info:
+            await insert(**{column: ""})
+        assert info.value.constraint_name == f"credentials_{column}_not_empty"
+    with pytest.raises(asyncpg.CheckViolationError) as early:
+        await insert(
+            created_at=datetime(2025, 5, 2, tzinfo=UTC), revoked_at=datetime(2025, 5, 1, tzinfo=UTC)
+        )
+    assert early.value.constraint_name == "credentials_revoked_after_created"
+    with pytest.raises(asyncpg.CheckViolationError):
+        await vault_sql.execute(
+            "UPDATE credentials SET revoked_at = created_at - interval '1 second' WHERE id = $1",
+            uuid.UUID(cid),
+        )
+    with pytest.raises(asyncpg.UniqueViolationError) as reused:
+        await insert(nonce=base["nonce"])  # the same nonce under the same key id
+    assert reused.value.constraint_name == "credentials_key_id_nonce_key"
+    with pytest.raises(asyncpg.UniqueViolationError):
+        day = datetime(2025, 5, 1, tzinfo=UTC)
+        await insert(nonce=base["nonce"], created_at=day, revoked_at=day)  # revoked rows too
+    await insert(nonce=base["nonce"], key_id="another-kid")  # same nonce, other key: fine
+    await insert(
+        created_at=datetime(2025, 5, 1, tzinfo=UTC), revoked_at=datetime(2025, 5, 1, tzinfo=UTC)
+    )
+    with pytest.raises(asyncpg.CheckViolationError):
+        await vault_sql.execute(
+            "INSERT INTO vault_key_checks (key_id, nonce, ciphertext) VALUES ('', $1, $2)",
+            os.urandom(12),
+            os.urandom(40),
+        )
+    # Every constraint is in force for all rows of a store migrated from empty.
+    pending = await vault_sql.fetch(
+        "SELECT conname FROM pg_constraint"
+        " WHERE conrelid = 'credentials'::regclass AND NOT convalidated"
+    )
+    assert pending == []
+    assert await vault_sql.fetchval("SELECT count(*) FROM credentials") == 3
 
 
 # -- rotation --------------------------------------------------------------------------
