@@ -47,6 +47,11 @@ def main() -> None:
     "--health-port", type=int, help="Port for /healthz/, /readiness/, /metrics (0 = off)."
 )
 @click.option(
+    "--health-host",
+    help="Address the health port binds (env FLEET_HEALTH_HOST; default 127.0.0.1, "
+    "0.0.0.0 in a container).",
+)
+@click.option(
     "--log-format", type=click.Choice(["json", "console"]), default="json", show_default=True
 )
 @click.option("--log-level", default=None, help="Log level (default INFO, env FLEET_LOG_LEVEL).")
@@ -55,6 +60,7 @@ def worker(
     concurrency: int | None,
     grace_period: float | None,
     health_port: int | None,
+    health_host: str | None,
     log_format: str,
     log_level: str | None,
 ) -> None:
@@ -67,6 +73,7 @@ def worker(
             concurrency=concurrency,
             grace_period=grace_period,
             health_port=health_port,
+            health_host=health_host,
             log_format=log_format,
             log_level=log_level,
         )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import re
 import socket
 import urllib.parse
 from collections.abc import Mapping
@@ -24,6 +26,11 @@ from providers.retry import RetryPolicies, RetryPolicy
 from workers.logs import LogFormat
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/llm_fleet"
+# Files a container runtime leaves at the root of a container (Docker, Podman). Inside one,
+# the health port must answer on the container's interface for the orchestrator's probes;
+# port publishing, not the bind address, decides who else reaches it.
+CONTAINER_MARKERS = ("/.dockerenv", "/run/.containerenv")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 class ConfigError(ValueError):
@@ -42,6 +49,33 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(env[name]) if name in env else default
     except ValueError:
         raise ConfigError(f"{name} must be an integer, got {env[name]!r}") from None
+
+
+def in_container() -> bool:
+    return any(os.path.exists(marker) for marker in CONTAINER_MARKERS)
+
+
+def default_health_host() -> str:
+    """Loopback on a host, where /metrics would otherwise be open to the network; every
+    interface of the container inside one (Kubernetes under containerd leaves no marker:
+    set FLEET_HEALTH_HOST=0.0.0.0 there)."""
+    return "0.0.0.0" if in_container() else "127.0.0.1"
+
+
+def health_host(text: str) -> str:
+    """An IP address or a host name to bind the health port to."""
+    host = text.strip()
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        labels = host.removesuffix(".").split(".")
+        if not (0 < len(host) <= 253 and all(_HOST_LABEL.fullmatch(x) for x in labels)):
+            # Refused rather than passed on: "" would make aiohttp bind every interface.
+            raise ConfigError(
+                "FLEET_HEALTH_HOST / --health-host must be an IP address or a host name "
+                f"(0.0.0.0 = every interface, 127.0.0.1 = this machine only); got {text!r}"
+            ) from None
+    return host
 
 
 def parse_pairs(text: str, what: str) -> dict[str, str]:
@@ -178,6 +212,7 @@ class Settings:
     grace_period: float = 30.0
     max_job_bytes: int = DEFAULT_MAX_JOB_BYTES
     health_port: int = 9004
+    health_host: str = "127.0.0.1"  # from_env: default_health_host()
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     # Operator addresses per provider name (FLEET_PROVIDER_URLS, …_TOKEN_URLS): they
     # replace the provider's default or derived address; a job never names one.
@@ -208,6 +243,9 @@ class Settings:
             grace_period=_float(env, "FLEET_GRACE_SECONDS", 30.0),
             max_job_bytes=_int(env, "FLEET_MAX_JOB_BYTES", DEFAULT_MAX_JOB_BYTES),
             health_port=_int(env, "FLEET_HEALTH_PORT", 9004),
+            health_host=(
+                env["FLEET_HEALTH_HOST"] if "FLEET_HEALTH_HOST" in env else default_health_host()
+            ),
             provider_urls=url_pairs(env, "FLEET_PROVIDER_URLS"),
             provider_token_urls=url_pairs(env, "FLEET_PROVIDER_TOKEN_URLS"),
             retry=retry_policies(env),
@@ -230,6 +268,9 @@ class Settings:
         settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
         if settings.concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
+        if not 0 <= settings.health_port <= 65535:
+            raise ConfigError(f"FLEET_HEALTH_PORT must be 0 to 65535, got {settings.health_port}")
+        settings = replace(settings, health_host=health_host(settings.health_host))
         unknown = [q for q in settings.queues if q not in JOB_QUEUES]
         if unknown or not settings.queues:
             raise ConfigError(f"queues must be some of {', '.join(JOB_QUEUES)}; got {unknown}")

@@ -36,8 +36,16 @@ def build_health_app(metrics: WorkerMetrics, readiness: ReadinessCheck) -> web.A
     return app
 
 
-async def start_health_server(app: web.Application, port: int) -> web.AppRunner:
+async def start_health_server(
+    app: web.Application, port: int, host: str = "127.0.0.1"
+) -> web.AppRunner:
+    """Serve `app` on `host`:`port` (FLEET_HEALTH_HOST): loopback unless told otherwise,
+    since /metrics names providers, models and queues to whoever can reach it."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()  # a port in use would otherwise leave the runner set up
+        raise
     return runner

@@ -13,6 +13,8 @@ from typing import Any, Literal, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from providers.core.http import SecretForms, contains_secret, scrub_forms
+
 LogFormat = Literal["json", "console"]
 REDACTED = "[redacted]"
 _SENSITIVE_KEY = re.compile(
@@ -24,35 +26,45 @@ class SecretValues:
     """Plaintext secrets currently open in this process, scrubbed from every log event.
 
     Key-name redaction alone is not enough: a provider error or a third-party log
-    line can carry a key inside free text, so values are matched too.
+    line can carry a key inside free text, so values are matched too, in every
+    form `providers.core.http.scrub` knows (percent-encoded, inside base64,
+    wrapped, cut short): one scrubber for messages and logs.
     """
 
     def __init__(self) -> None:
-        self._counts: dict[str, int] = {}
+        # value -> (jobs holding it, its forms): forms are worked out once per value,
+        # when it is first held, not on every log line.
+        self._held: dict[str, tuple[int, SecretForms]] = {}
         self._lock = threading.Lock()
 
     @contextmanager
     def holding(self, values: list[str]) -> Iterator[None]:
-        live = [v for v in values if len(v) >= 6]  # short values would scrub ordinary words
+        # Short values would scrub ordinary words; blank ones are no secret.
+        live = [v for v in values if len(v) >= 6 and v.strip()]
+        with self._lock:
+            fresh = [v for v in live if v not in self._held]
+        forms = {v: SecretForms(v) for v in fresh}  # worked out outside the lock
         with self._lock:
             for v in live:
-                self._counts[v] = self._counts.get(v, 0) + 1
+                count, held = self._held.get(v, (0, None))
+                found = held or forms.get(v) or SecretForms(v)
+                self._held[v] = (count + 1, found)
         try:
             yield
         finally:
             with self._lock:
                 for v in live:
-                    n = self._counts.get(v, 0) - 1
-                    if n <= 0:
-                        self._counts.pop(v, None)
+                    count, held = self._held.get(v, (0, None))
+                    if count <= 1 or held is None:
+                        self._held.pop(v, None)
                     else:
-                        self._counts[v] = n
+                        self._held[v] = (count - 1, held)
+
+    def forms(self) -> list[SecretForms]:
+        return [forms for _, forms in tuple(self._held.values())]
 
     def scrub(self, text: str) -> str:
-        for v in tuple(self._counts):
-            if v in text:
-                text = text.replace(v, REDACTED)
-        return text
+        return scrub_forms(text, self.forms())
 
 
 LIVE_SECRETS = SecretValues()
@@ -67,24 +79,43 @@ class Redactor:
         self._secrets = secrets
 
     def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
+        forms = self._secrets.forms()
+        # One look over all of the event's strings at once first: most events hold no
+        # secret, and the search costs about as much for one short string as for all.
+        if forms and not contains_secret("\n".join(_strings(event)), forms):
+            forms = []
         for key, value in list(event.items()):
             if _SENSITIVE_KEY.search(key):
                 event[key] = REDACTED
             else:
-                event[key] = self._clean(value)
+                event[key] = self._clean(value, forms)
         return event
 
-    def _clean(self, value: Any) -> Any:
+    def _clean(self, value: Any, forms: list[SecretForms]) -> Any:
         if isinstance(value, str):
-            return self._secrets.scrub(value)
+            return scrub_forms(value, forms) if forms else value
         if isinstance(value, MutableMapping):
             return {
-                k: REDACTED if isinstance(k, str) and _SENSITIVE_KEY.search(k) else self._clean(v)
+                k: REDACTED
+                if isinstance(k, str) and _SENSITIVE_KEY.search(k)
+                else self._clean(v, forms)
                 for k, v in value.items()
             }
         if isinstance(value, list | tuple):
-            return [self._clean(v) for v in value]
+            return [self._clean(v, forms) for v in value]
         return value
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string `Redactor._clean` would scrub in `value`."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, MutableMapping):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v)
 
 
 def configure_logging(

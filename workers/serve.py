@@ -19,7 +19,7 @@ from workers.health import build_health_app, start_health_server
 from workers.metrics import WorkerMetrics
 from workers.runtime import Worker
 from workers.vault import Vault
-from workers.vault_keys import check_keys
+from workers.vault_keys import MAX_IDS_LOGGED, check_keys
 
 log = structlog.get_logger("llm_fleet.serve")
 
@@ -28,23 +28,43 @@ async def open_vault(settings: Settings, keyring: Keyring) -> Vault | None:
     """The credential store, or None when DATABASE_URL is empty.
 
     Refuses to start (SystemExit) when stored credentials are under keys this
-    worker lacks: better one clear line at start-up than an `unauthorized` on
-    every job. An unreachable database is only a warning: sealed credentials
-    still work, stored ones are retried per job, and readiness shows it.
+    worker lacks, or when a key it holds is the wrong one for its key id (the
+    key-check record does not open): better one clear line at start-up than an
+    `unauthorized` on every job. Damaged rows (ones that do not open under a key
+    proven right) are logged and answered per job; they never stop a worker. An
+    unreachable database is only a warning: sealed credentials still work, stored
+    ones are retried per job, and readiness shows it.
     """
     if not settings.database_url:
         return None
     vault = Vault(settings.database_url, keyring, cache_ttl=settings.vault_cache_ttl)
     try:
-        problems = await check_keys(vault, keyring)
+        report = await check_keys(vault, keyring)
     except ProviderUnavailable as exc:
         log.warning("credential_store_unreachable_at_start", error=exc.message)
         return vault
-    if problems:
+    if report.problems:
         await vault.close()
-        for problem in problems:
+        for problem in report.problems:
             log.error("credential_keys_missing", problem=problem)
-        raise SystemExit("worker refused to start: " + "; ".join(problems))
+        raise SystemExit("worker refused to start: " + "; ".join(report.problems))
+    if not report.has_check_table:
+        log.warning(
+            "vault_key_checks_missing",
+            hint="run `llm-fleet migrate`: keys are judged by their rows until then",
+        )
+    for kid in report.recorded:
+        log.info("vault_key_check_recorded", key_id=kid, proven_by="rows")
+    if report.damaged:
+        ids = sorted(report.damaged)
+        log.warning(
+            "vault_damaged_rows",
+            count=len(ids),
+            credential_ids=ids[:MAX_IDS_LOGGED],
+            key_ids=sorted(set(report.damaged.values())),
+            hint="these rows do not open under a key proven right; jobs naming them are "
+            "refused. Store those keys again and revoke these ids",
+        )
     return vault
 
 
@@ -78,7 +98,7 @@ async def run_worker(
     runner = None
     if settings.health_port:
         runner = await start_health_server(
-            build_health_app(metrics, readiness), settings.health_port
+            build_health_app(metrics, readiness), settings.health_port, settings.health_host
         )
     log.info(
         "worker_starting",
@@ -86,6 +106,7 @@ async def run_worker(
         key_id=keyring.active_kid,
         providers=registry.names(),
         health_port=settings.health_port or None,
+        health_host=settings.health_host if settings.health_port else None,
         credential_store=owned is not None or vault is not None,
     )
     try:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar, cast
 
 from contracts.frames import RerankItem, ToolCallDelta, Usage
 from contracts.jobs import Message, Tool
@@ -29,11 +29,15 @@ PUBLIC_FIELDS: Final = frozenset(
         "token_uri",
         "auth_uri",
         "auth_provider_x509_cert_url",
+        "safe_prompt",
+        "bill_to",
     }
 )
 # A line of a multi-line secret (a PEM key) this long is redacted on its own too,
 # so a message quoting part of the key does not carry it.
 _SECRET_LINE: Final = 16
+
+_T = TypeVar("_T")
 
 
 class Secret:
@@ -43,10 +47,11 @@ class Secret:
     slips into a log line or exception shows only its field names.
     """
 
-    __slots__ = ("_fields",)
+    __slots__ = ("_derived", "_fields")
 
     def __init__(self, fields: Mapping[str, str]) -> None:
         self._fields = dict(fields)
+        self._derived: dict[Callable[[Secret], Any], Any] = {}
 
     @property
     def api_key(self) -> str:
@@ -67,6 +72,19 @@ class Secret:
                 lines = (line.strip() for line in value.splitlines())
                 found.extend(line for line in lines if len(line) >= _SECRET_LINE)
         return found
+
+    def derived(self, build: Callable[[Secret], _T]) -> _T:
+        """`build(self)`, worked out on first use and kept with this secret.
+
+        For what follows from the values alone (the forms messages are scrubbed
+        of, `providers.core.http.scrub`): an error path scrubs several strings per
+        error, and the result lives no longer than the plaintext it came from.
+        """
+        try:
+            return cast(_T, self._derived[build])
+        except KeyError:
+            value = self._derived[build] = build(self)
+            return value
 
     def __repr__(self) -> str:
         return f"Secret(fields={sorted(self._fields)})"
