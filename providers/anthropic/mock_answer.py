@@ -24,9 +24,9 @@ from providers.anthropic.mock_usage import CacheCharge, last_user_text
 from providers.mock.app import new_id, stamp
 from providers.mock.config import MockConfig
 from providers.mock.faults import Fault, FilterFault
-from providers.mock.pieces import cut_at_stop, split_pieces
-from providers.mock.schema_json import instance_of, tool_input
-from providers.mock.text import answer_rng, answer_tokens, content_text
+from providers.mock.schema_json import tool_input
+from providers.mock.text import answer_rng, content_text
+from providers.mock.written import written_answer
 
 __all__ = ["Answer", "ToolUse", "compose", "dumps", "message_body", "split"]
 
@@ -35,6 +35,13 @@ _SEPARATORS: Final = (",", ":")
 
 def dumps(value: object) -> str:
     return json.dumps(value, separators=_SEPARATORS)
+
+
+_STOP_REASONS: Final = {
+    "complete": "end_turn",
+    "length": "max_tokens",
+    "stop_sequence": "stop_sequence",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,19 +104,15 @@ def compose(req: MessagesRequest, config: MockConfig) -> Answer:
         uses = [_tool_use(tool, rng) for tool in tools]
         cost = sum(len(split(dumps(u.input))) + 1 for u in uses)
         return Answer([], uses, "tool_use", cost)
-    cap = config.max_tokens_default
-    if req.output_schema is None:
-        count = min(req.max_tokens, cap)
-        tokens = answer_tokens(rng, count)
-        stop = "max_tokens" if count < cap else "end_turn"
-    else:
-        tokens = split_pieces(dumps(instance_of(req.output_schema, rng)))
-        stop = "max_tokens" if req.max_tokens < len(tokens) else "end_turn"
-        tokens = tokens[: req.max_tokens]
-    cut = cut_at_stop(tokens, req.stop_sequences)
-    if cut is not None:
-        return Answer(cut.pieces, [], "stop_sequence", len(cut.pieces), cut.sequence)
-    return Answer(tokens, [], stop, len(tokens))
+    written = written_answer(
+        rng,
+        cap=config.max_tokens_default,
+        max_tokens=req.max_tokens,
+        stop=req.stop_sequences,
+        schema=req.output_schema,
+    )
+    stop = _STOP_REASONS[written.ending]
+    return Answer(written.pieces, [], stop, len(written.pieces), written.stop_sequence)
 
 
 def _tool_use(tool: dict[str, Any], rng: random.Random) -> ToolUse:

@@ -33,9 +33,9 @@ from providers.bedrock.mock_wire import dumps, event, stream_fault_frame, valida
 from providers.mock.app import Pacer, interrupt, new_id, stamp
 from providers.mock.config import MockConfig
 from providers.mock.faults import Fault, FilterFault, StreamErrorFault
-from providers.mock.pieces import cut_at_stop, split_pieces
-from providers.mock.schema_json import instance_of, tool_input
-from providers.mock.text import answer_rng, answer_tokens
+from providers.mock.schema_json import tool_input
+from providers.mock.text import answer_rng
+from providers.mock.written import written_answer
 
 __all__ = [
     "Answer",
@@ -373,6 +373,13 @@ def _tools_to_call(req: ConverseRequest) -> list[dict[str, Any]]:
     return req.tools[:2] if asked else []
 
 
+_STOP_REASONS: Final = {
+    "complete": "end_turn",
+    "length": "max_tokens",
+    "stop_sequence": "stop_sequence",
+}
+
+
 def compose(req: ConverseRequest, config: MockConfig, fault: Fault | None) -> Answer:
     rng = answer_rng([{"role": "user", "content": req.last_user_text}], None)
     prompt = req.prompt_tokens()
@@ -383,19 +390,14 @@ def compose(req: ConverseRequest, config: MockConfig, fault: Fault | None) -> An
         uses = [_tool_use(tool, rng) for tool in tools]
         cost = sum(len(split(dumps(u.input))) + 1 for u in uses)
         return Answer([], uses, "tool_use", prompt, cost)
-    cap = config.max_tokens_default
-    limit = req.max_tokens or cap
-    if req.output_schema is None:
-        count = min(limit, cap)
-        tokens = answer_tokens(rng, count)
-        stop = "max_tokens" if count < cap else "end_turn"
-    else:
-        tokens = split_pieces(dumps(instance_of(req.output_schema, rng)))
-        stop = "max_tokens" if limit < len(tokens) else "end_turn"
-        tokens = tokens[:limit]
-    cut = cut_at_stop(tokens, req.stop_sequences)
-    if cut is not None:
-        tokens, stop = cut.pieces, "stop_sequence"
+    written = written_answer(
+        rng,
+        cap=config.max_tokens_default,
+        max_tokens=req.max_tokens,
+        stop=req.stop_sequences,
+        schema=req.output_schema,
+    )
+    tokens, stop = written.pieces, _STOP_REASONS[written.ending]
     if isinstance(fault, FilterFault) and fault.after is not None and fault.after < len(tokens):
         tokens, stop = tokens[: fault.after], "content_filtered"
     return Answer(tokens, [], stop, prompt, len(tokens))

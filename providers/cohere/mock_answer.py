@@ -27,22 +27,22 @@ from typing import Any, Final
 
 from providers.cohere.mock_request import ChatParams
 from providers.mock.config import MockConfig
-from providers.mock.pieces import cut_at_stop, split_pieces
-from providers.mock.schema_json import instance_of, json_object_answer, tool_input
+from providers.mock.pieces import split_pieces
+from providers.mock.schema_json import tool_input
 from providers.mock.text import (
     answer_rng,
-    answer_tokens,
     content_text,
     last_user_text,
     prompt_token_count,
 )
+from providers.mock.written import written_answer
 
 __all__ = ["Answer", "ToolCall", "chat_response", "compose", "dumps", "usage"]
 
 _SEPARATORS: Final = (",", ":")
 _ID_ALPHABET: Final = string.ascii_lowercase + string.digits
 # Words in the text a plain `json_object` answer wraps.
-_JSON_WORDS: Final = 12
+_REASONS: Final = {"complete": "COMPLETE", "length": "MAX_TOKENS", "stop_sequence": "STOP_SEQUENCE"}
 
 
 def dumps(value: object) -> str:
@@ -82,25 +82,15 @@ def compose(params: ChatParams, config: MockConfig) -> Answer:
         names = " and ".join(c.name for c in calls)
         plan = split_pieces(f"I will use {names} to answer this.")
         return Answer(plan, calls, "TOOL_CALL", prompt)
-    cap = config.max_tokens_default
-    limit = params.max_tokens
-    if params.json_object:
-        value = (
-            instance_of(params.json_schema, rng)
-            if params.json_schema is not None
-            else json_object_answer(rng, "".join(answer_tokens(rng, _JSON_WORDS)))
-        )
-        pieces = split_pieces(dumps(value))
-        reason = "MAX_TOKENS" if limit is not None and limit < len(pieces) else "COMPLETE"
-        pieces = pieces[:limit] if limit is not None else pieces
-    else:
-        count = min(limit, cap) if limit is not None else cap
-        pieces = answer_tokens(rng, count)
-        reason = "MAX_TOKENS" if count < cap else "COMPLETE"
-    cut = cut_at_stop(pieces, params.stop_sequences)
-    if cut is not None:
-        return Answer(cut.pieces, [], "STOP_SEQUENCE", prompt)
-    return Answer(pieces, [], reason, prompt)
+    written = written_answer(
+        rng,
+        cap=config.max_tokens_default,
+        max_tokens=params.max_tokens,
+        stop=params.stop_sequences,
+        schema=params.json_schema if params.json_object else None,
+        json_object=params.json_object,
+    )
+    return Answer(written.pieces, [], _REASONS[written.ending], prompt)
 
 
 def _tools_to_call(params: ChatParams) -> list[dict[str, Any]]:

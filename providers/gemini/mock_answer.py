@@ -14,20 +14,19 @@ the answer finishes `MAX_TOKENS`. Function calls carry no `id`, as Gemini's do n
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass
 from typing import Any, Final
 
 from providers.gemini.mock_request import Declaration, GenerateRequest, last_user_text
 from providers.mock.config import MockConfig
-from providers.mock.pieces import cut_at_stop, split_pieces
-from providers.mock.schema_json import instance_of, json_object_answer, tool_input
-from providers.mock.text import answer_rng, answer_tokens
+from providers.mock.pieces import split_pieces
+from providers.mock.schema_json import tool_input
+from providers.mock.text import answer_rng
+from providers.mock.written import written_answer
 
 __all__ = ["Answer", "FunctionCall", "compose", "dumps"]
 
 _SEPARATORS: Final = (",", ":")
-_JSON_WORDS: Final = 12  # words in the text a schema-less JSON answer wraps
 
 
 def dumps(value: object) -> str:
@@ -81,24 +80,13 @@ def compose(req: GenerateRequest, config: MockConfig, prompt_tokens: int) -> Ans
     if wanted:
         calls = [FunctionCall(d.name, tool_input(dict(d.schema), rng)) for d in wanted]
         return Answer([], calls, "STOP", prompt_tokens)
-    cap = config.max_tokens_default
-    limit = req.max_output_tokens
-    if not req.json_mode:
-        count = cap if limit is None else min(limit, cap)
-        pieces = answer_tokens(rng, count)
-        finish = "MAX_TOKENS" if count < cap else "STOP"
-    else:
-        pieces = split_pieces(_json_text(req, rng))
-        finish = "STOP"
-        if limit is not None and limit < len(pieces):
-            pieces, finish = pieces[:limit], "MAX_TOKENS"
-    cut = cut_at_stop(pieces, req.stop_sequences)
-    if cut is not None:
-        pieces, finish = cut.pieces, "STOP"
-    return Answer(pieces, [], finish, prompt_tokens)
-
-
-def _json_text(req: GenerateRequest, rng: random.Random) -> str:
-    if req.schema is not None:
-        return dumps(instance_of(req.schema, rng))
-    return dumps(json_object_answer(rng, "".join(answer_tokens(rng, _JSON_WORDS))))
+    written = written_answer(
+        rng,
+        cap=config.max_tokens_default,
+        max_tokens=req.max_output_tokens,
+        stop=req.stop_sequences,
+        schema=req.schema if req.json_mode else None,
+        json_object=req.json_mode,
+    )
+    finish = "MAX_TOKENS" if written.ending == "length" else "STOP"
+    return Answer(written.pieces, [], finish, prompt_tokens)

@@ -13,25 +13,20 @@ nothing here.
 
 from __future__ import annotations
 
-import json
-import random
 import secrets
 import string
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from providers.mistral.mock_request import ChatParams, ToolSpec
 from providers.mock.config import MockConfig
-from providers.mock.pieces import cut_at_stop, split_pieces
-from providers.mock.schema_json import instance_of, json_object_answer, tool_input
-from providers.mock.text import answer_rng, answer_tokens, last_user_text
+from providers.mock.pieces import split_pieces
+from providers.mock.text import answer_rng, last_user_text
+from providers.mock.written import tool_arguments, written_answer
 
 __all__ = ["Answer", "Choice", "ToolCall", "compose", "random_id"]
 
 _ID_ALPHABET: Final = string.ascii_letters + string.digits
-_SEPARATORS: Final = (",", ":")
-_JSON_WORDS: Final = 12  # words in the text a `json_object` answer wraps
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,30 +84,17 @@ def _choice(params: ChatParams, config: MockConfig, index: int, calls: list[Tool
         # Choice 0 is what n=1 answers; the others differ, reproducibly.
         rng.seed(rng.getrandbits(64) + index)
     if calls:
-        made = [ToolCall(random_id(), s.name, _arguments(s.parameters, rng)) for s in calls]
+        made = [ToolCall(random_id(), s.name, tool_arguments(s.parameters, rng)) for s in calls]
         return Choice(index, [], made, "tool_calls")
-    if params.format == "text":
-        cap = config.max_tokens_default
-        count = cap if params.max_tokens is None else min(params.max_tokens, cap)
-        pieces = answer_tokens(rng, count)
-        finish = "length" if count < cap else "stop"
-    else:
-        pieces = split_pieces(_json_text(params, rng))
-        finish = "stop"
-        if params.max_tokens is not None and params.max_tokens < len(pieces):
-            pieces, finish = pieces[: params.max_tokens], "length"
-    cut = cut_at_stop(pieces, params.stop)
-    if cut is not None:
-        pieces, finish = cut.pieces, "stop"
-    return Choice(index, pieces, [], finish)
-
-
-def _json_text(params: ChatParams, rng: random.Random) -> str:
-    if params.format == "json_schema" and params.schema is not None:
-        value = instance_of(params.schema, rng)
-    else:
-        value = json_object_answer(rng, "".join(answer_tokens(rng, _JSON_WORDS)))
-    return json.dumps(value, separators=_SEPARATORS, ensure_ascii=False)
+    written = written_answer(
+        rng,
+        cap=config.max_tokens_default,
+        max_tokens=params.max_tokens,
+        stop=params.stop,
+        schema=params.schema if params.format == "json_schema" else None,
+        json_object=params.format != "text",
+    )
+    return Choice(index, written.pieces, [], "length" if written.ending == "length" else "stop")
 
 
 def _tools_to_call(params: ChatParams) -> list[ToolSpec]:
@@ -132,7 +114,3 @@ def _tools_to_call(params: ChatParams) -> list[ToolSpec]:
     if not asked:
         return []
     return list(params.tools[:2] if params.parallel_tool_calls else params.tools[:1])
-
-
-def _arguments(parameters: Mapping[str, Any], rng: random.Random) -> str:
-    return json.dumps(tool_input(parameters, rng), separators=_SEPARATORS, ensure_ascii=False)

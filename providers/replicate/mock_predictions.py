@@ -21,8 +21,8 @@ from typing import Any, Final
 
 from providers.mock.config import MockConfig
 from providers.mock.faults import Fault, MockError
-from providers.mock.pieces import cut_at_stop
-from providers.mock.text import answer_rng, answer_tokens, prompt_token_count
+from providers.mock.text import answer_rng, prompt_token_count
+from providers.mock.written import written_answer
 from providers.replicate.mock_errors import invalid_input
 
 __all__ = [
@@ -94,13 +94,13 @@ def parse_input(value: Any) -> ModelInput:
 def answer_pieces(model_input: ModelInput, config: MockConfig) -> list[str]:
     """The answer, one piece per token: the text engine's, cut short by the limit
     and at the first stop sequence."""
-    count = config.max_tokens_default
-    if model_input.max_tokens is not None:
-        count = min(count, model_input.max_tokens)
     rng = answer_rng([{"role": "user", "content": model_input.prompt}], model_input.seed)
-    pieces = answer_tokens(rng, count)
-    cut = cut_at_stop(pieces, model_input.stops)
-    return cut.pieces if cut is not None else pieces
+    return written_answer(
+        rng,
+        cap=config.max_tokens_default,
+        max_tokens=model_input.max_tokens,
+        stop=model_input.stops,
+    ).pieces
 
 
 def _iso(wall: float) -> str:
