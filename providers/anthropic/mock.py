@@ -224,7 +224,7 @@ def _authorize(request: web.Request, config: MockConfig) -> None:
     key = _presented_key(request)
     if not key:
         raise MockError(401, "x-api-key header is required", "authentication_error")
-    if not (config.accept_any_key or key in config.api_keys):
+    if not config.accepts(key):
         raise MockError(401, "invalid x-api-key", "authentication_error")
     version = request.headers.get("anthropic-version")
     if not version:

@@ -128,7 +128,7 @@ def _authorize(request: web.Request, config: MockConfig) -> None:
     request[_VERSION] = version if route in _DATED_ROUTES else _V1
     key = request.headers.get("api-key", "").strip()
     if key:
-        if not (config.accept_any_key or key in config.api_keys):
+        if not config.accepts(key):
             raise invalid_key()
         request[_CALLER] = key
         return

@@ -99,7 +99,7 @@ def authenticate(request: web.Request, body: bytes, config: MockConfig) -> Ident
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer":
         token = token.strip()
-        if not token or not (config.accept_any_key or token in config.api_keys):
+        if not config.accepts(token):
             raise _refuse("UnrecognizedClientException", _INVALID_TOKEN)
         return Identity(token, MOCK_REGION)
     match = _AUTH.fullmatch(header.strip())

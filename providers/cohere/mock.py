@@ -250,7 +250,7 @@ def _authorize(request: web.Request, config: MockConfig) -> None:
     key = _presented_key(request)
     if not key:
         raise MockError(401, "no api key supplied", "unauthorized", kind="unauthorized")
-    if not (config.accept_any_key or key in config.api_keys):
+    if not config.accepts(key):
         raise MockError(401, "invalid api token", "unauthorized", kind="unauthorized")
 
 

@@ -292,7 +292,7 @@ def _authorize(request: web.Request, config: MockConfig) -> None:
     key = request.headers.get("x-goog-api-key", "").strip() or request.query.get("key", "").strip()
     if not key:
         raise missing_key_error()
-    if not (config.accept_any_key or key in config.api_keys):
+    if not config.accepts(key):
         raise invalid_key_error()
 
 

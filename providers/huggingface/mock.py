@@ -84,7 +84,7 @@ def _json_response(payload: Any, headers: Mapping[str, str] | None = None) -> we
 def _authorize(request: web.Request, config: MockConfig) -> None:
     request[_STARTED] = time.monotonic()
     token = bearer_key(request)
-    if not token or not (config.accept_any_key or token in config.api_keys):
+    if not config.accepts(token):
         raise invalid_token(token)
 
 

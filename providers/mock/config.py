@@ -61,6 +61,10 @@ class MockConfig:
     # context-length error.
     context_window: int = 128_000
 
+    def accepts(self, key: str) -> bool:
+        """Whether a presented API key gets in (an empty one never does)."""
+        return bool(key) and (self.accept_any_key or key in self.api_keys)
+
     def __post_init__(self) -> None:
         if self.ttft_ms < 0 or self.tokens_per_sec < 0:
             raise ValueError("ttft_ms and tokens_per_sec must be >= 0")

@@ -100,7 +100,7 @@ def _authorize(request: web.Request, config: MockConfig) -> None:
         raise MockError(
             401, "You did not pass an authentication token", "Unauthenticated", kind="unauthorized"
         )
-    if not (config.accept_any_key or key in config.api_keys):
+    if not config.accepts(key):
         raise MockError(
             401,
             "You did not pass a valid authentication token",

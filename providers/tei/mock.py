@@ -76,7 +76,7 @@ def _authorize(request: web.Request, config: MockConfig) -> None:
         return
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     key = key.strip() if scheme == "Bearer" else ""
-    if not key or not (config.accept_any_key or key in config.api_keys):
+    if not config.accepts(key):
         raise MockError(401, "", EMPTY, kind="unauthorized")
 
 

@@ -66,7 +66,7 @@ def _authorize(request: web.Request, config: MockConfig) -> None:
     if request.path.endswith(_OPEN_PATHS):
         return
     key = bearer_key(request)
-    if not key or not (config.accept_any_key or key in config.api_keys):
+    if not config.accepts(key):
         raise unauthorized()
 
 

@@ -81,7 +81,7 @@ _SEPARATORS: Final = (",", ":")
 
 def _authorize(request: web.Request, config: MockConfig) -> None:
     key = bearer_key(request)
-    if not key or not (config.accept_any_key or key in config.api_keys):
+    if not config.accepts(key):
         raise invalid_key(key)
 
 
