@@ -296,7 +296,10 @@ class Fleet:
     def sealed(self, provider: str) -> str:
         # The envelope is bound to its provider name (AES-GCM associated data).
         if provider not in self._sealed:
-            self._sealed[provider] = seal(self.keyring, provider, {"api_key": MOCK_KEY})
+            # For the client's broker user (its jobs' tenant), for as long as a run may take.
+            self._sealed[provider] = seal(
+                self.keyring, provider, {"api_key": MOCK_KEY}, tenant=self.client.user
+            )
         return self._sealed[provider]
 
     def target(self, provider: str = "mock", model: str = CHAT_MODEL) -> Target:

@@ -6,7 +6,8 @@ first creates it; a job published before any worker ran is queued, not lost.
 Every queue the fleet consumes is bounded: job queues by a delivery limit and
 a dead-letter exchange, dead-letter notices by a small delivery limit of their
 own, catalog requests by age, length and a delivery limit, so no message can
-circulate for ever.
+circulate for ever. `llm.dead`, kept for operators, is bounded by length and
+bytes, oldest dropped, so no flood of bad jobs can fill the broker.
 """
 
 from __future__ import annotations
@@ -38,11 +39,26 @@ def job_queue_arguments(broker_delivery_limit: int) -> dict[str, Any]:
     }
 
 
-def _queue_arguments(broker_delivery_limit: int) -> dict[str, dict[str, Any]]:
+def dead_queue_arguments(max_length: int, max_bytes: int) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-max-length": max_length,
+        "x-max-length-bytes": max_bytes,
+        # Dropping the oldest keeps llm.dead accepting: the job queues' at-least-once
+        # dead-lettering only ever has to wait for a target that rejects, and a
+        # quorum queue with drop-head never does. reject-publish here would stall
+        # every dead-lettered job behind a full llm.dead instead.
+        "x-overflow": "drop-head",
+    }
+
+
+def _queue_arguments(
+    broker_delivery_limit: int, dead_max_length: int, dead_max_bytes: int
+) -> dict[str, dict[str, Any]]:
     job_args = job_queue_arguments(broker_delivery_limit)
     return {
         **{name: job_args for name in t.JOB_QUEUES},
-        t.DEAD_QUEUE: {"x-queue-type": "quorum"},
+        t.DEAD_QUEUE: dead_queue_arguments(dead_max_length, dead_max_bytes),
         # Without a dead-letter exchange, a notice over its limit is dropped; the
         # job itself is still in llm.dead.
         t.DEAD_NOTIFY_QUEUE: {
@@ -100,8 +116,14 @@ async def declare_topology(
     connection: AbstractConnection,
     *,
     broker_delivery_limit: int = t.DEFAULT_BROKER_DELIVERY_LIMIT,
+    dead_max_length: int = t.DEAD_MAX_LENGTH,
+    dead_max_bytes: int = t.DEAD_MAX_BYTES,
 ) -> None:
-    """Declare exchanges, queues and bindings on a channel of its own."""
+    """Declare exchanges, queues and bindings on a channel of its own.
+
+    The bounds of llm.dead are parameters only so tests can use small ones;
+    whoever declares first fixes them (see _declare_queue).
+    """
     channel = await connection.channel()
     try:
         await channel.declare_exchange(t.JOBS_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
@@ -111,11 +133,15 @@ async def declare_topology(
         await channel.declare_exchange(
             t.CONTROL_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
         )
-        for name, arguments in _queue_arguments(broker_delivery_limit).items():
+        queues = _queue_arguments(broker_delivery_limit, dead_max_length, dead_max_bytes)
+        for name, arguments in queues.items():
             channel = await _declare_queue(connection, channel, name, arguments)
         raw = await channel.get_underlay_channel()
         for name in t.JOB_QUEUES:
             await raw.queue_bind(name, t.JOBS_EXCHANGE, routing_key=name)
+        # Producers publish only to exchanges (their logins may not write the
+        # default one), catalog requests included.
+        await raw.queue_bind(t.CATALOG_QUEUE, t.JOBS_EXCHANGE, routing_key=t.CATALOG_QUEUE)
         for name in (t.DEAD_QUEUE, t.DEAD_NOTIFY_QUEUE):
             await raw.queue_bind(name, t.DEAD_LETTER_EXCHANGE, routing_key="")
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -60,11 +61,23 @@ def broker_urls(urls: str | Sequence[str]) -> tuple[str, ...]:
     return out
 
 
+def broker_user(url: str) -> str:
+    """The login a URL connects as (aio-pika's default, guest, when it names none)."""
+    return urllib.parse.unquote(urllib.parse.urlsplit(url).username or "") or "guest"
+
+
 class BrokerRing:
     """The broker addresses of one process, tried in rotation from a random start."""
 
     def __init__(self, urls: str | Sequence[str]) -> None:
         self.urls = broker_urls(urls)
+        users = {broker_user(u) for u in self.urls}
+        if len(users) != 1:
+            # The broker stamps every message with the login it came in on: one
+            # process is one identity, whichever node it reaches.
+            raise ValueError("every broker address of one process must use the same login")
+        # The login, which the broker validates as each message's user_id.
+        self.user = users.pop()
         self._next = random.randrange(len(self.urls))
         self.current: str | None = None  # the broker of the last connection made
 

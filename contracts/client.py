@@ -33,7 +33,8 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,8 +56,15 @@ from contracts.brokers import (
     watch_channel,
 )
 from contracts.catalog import CatalogRequest, ProviderInfo
-from contracts.codec import decode_frames, encode
-from contracts.errors import ContractError, FleetError, ProviderTimeout, ProviderUnavailable
+from contracts.codec import DEFAULT_MAX_JOB_BYTES, decode_frames, encode
+from contracts.errors import (
+    BadRequest,
+    ContractError,
+    FleetError,
+    Forbidden,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
 from contracts.errors import error_for_code as _error_for_code
 from contracts.frames import (
     Catalog,
@@ -209,6 +217,7 @@ class FleetClient:
         reply_queue_expires: float | None = None,
         reconnect_timeout: float = 30.0,
         broker_delivery_limit: int = t.DEFAULT_BROKER_DELIVERY_LIMIT,
+        worker_users: Collection[str] = (t.DEFAULT_WORKER_USER,),
     ) -> None:
         """`amqp_url`: one broker, or several of a cluster (a list or comma-separated).
 
@@ -218,12 +227,24 @@ class FleetClient:
         or `reply_queue_expires` seconds (default 120) after the client vanished.
         `reconnect_timeout`: how long requests in flight wait for a lost broker
         connection to come back before failing with a retryable error.
+
+        Identity comes from the broker: every message carries the login as its
+        `user_id`, which RabbitMQ validates. Reply queues are named
+        `llm.reply.<login>.<token>` (a `reply_queue` name is that token). Frames are
+        believed only from `worker_users` (the logins workers run as) or from this
+        client's own login (a single-login broker, as in development); others, and
+        frames for request ids this client never sent, are dropped and counted in
+        `dropped_frames`.
         """
         self._ring = BrokerRing(amqp_url)
+        self._trusted = frozenset(worker_users) | {self._ring.user}
+        self.dropped_frames: Counter[str] = Counter()
         self._default_timeout = default_timeout
         self._name = name
         self._durable = reply_queue is not None
-        self._reply_queue = reply_queue or self._new_reply_queue_name()
+        self._reply_queue = (
+            self._named_reply_queue(reply_queue) if reply_queue else self._new_reply_queue_name()
+        )
         default_expires = 7 * 24 * 3600.0 if self._durable else 120.0
         self._reply_expires_ms = int((reply_queue_expires or default_expires) * 1000)
         self._reconnect_timeout = reconnect_timeout
@@ -239,13 +260,31 @@ class FleetClient:
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
 
-    @staticmethod
-    def _new_reply_queue_name() -> str:
-        return f"llm.reply.{uuid.uuid4().hex[:16]}"
+    def _new_reply_queue_name(self) -> str:
+        return t.reply_queue_prefix(self._ring.user) + uuid.uuid4().hex[:16]
+
+    def _named_reply_queue(self, name: str) -> str:
+        """`name` as a token of this login's reply queues (a full name is kept as it is)."""
+        full = (
+            name
+            if name.startswith(t.REPLY_QUEUE_PREFIX)
+            else t.reply_queue_prefix(self._ring.user) + name
+        )
+        if not t.owns_reply_queue(self._ring.user, full):
+            raise ValueError(
+                f"reply_queue {name!r}: name it with letters, digits, '_' and '-' (it becomes "
+                f"{t.reply_queue_prefix(self._ring.user)}<name>, a queue only this login may use)"
+            )
+        return full
 
     @property
     def reply_queue(self) -> str:
         return self._reply_queue
+
+    @property
+    def user(self) -> str:
+        """The broker login this client publishes as (the jobs' tenant)."""
+        return self._ring.user
 
     @property
     def connected(self) -> bool:
@@ -295,7 +334,7 @@ class FleetClient:
             )
             connection.close_callbacks.add(lambda *_: session.lost.set())
             watch_channel(session.publish, session.lost)
-            await declare_topology(connection, broker_delivery_limit=self._broker_delivery_limit)
+            await self._declare_topology(connection)
             lost = await self._declare_reply_queue(connection, first=first)
             reply = await (await connection.channel()).get_underlay_channel()
             watch_channel(reply, session.lost)
@@ -308,6 +347,15 @@ class FleetClient:
             raise
         await self._resubmit(session, all_of_them=lost)
         return session
+
+    async def _declare_topology(self, connection: AbstractConnection) -> None:
+        """Declare the fleet's topology when this login may (a job published before
+        any worker ran is then queued); a producer login without configure rights
+        leaves it to the workers, which always declare it."""
+        try:
+            await declare_topology(connection, broker_delivery_limit=self._broker_delivery_limit)
+        except aiormq.exceptions.ChannelAccessRefused:
+            log.debug("no configure rights on the fleet's topology; workers declare it")
 
     async def _declare_reply_queue(self, connection: AbstractConnection, *, first: bool) -> bool:
         """Declare the reply queue; True when it did not survive (answers in it are gone).
@@ -563,10 +611,12 @@ class FleetClient:
                 correlation_id=rid,
                 content_type="application/msgpack",
                 expiration=str(max(1, int(within * 1000))),
+                user_id=self._ring.user,
             )
             try:
                 await session.publish.basic_publish(
                     encode(CatalogRequest(request_id=rid)),
+                    exchange=t.JOBS_EXCHANGE,
                     routing_key=t.CATALOG_QUEUE,
                     properties=props,
                     mandatory=True,
@@ -662,6 +712,11 @@ class FleetClient:
                     return
                 except aiormq.exceptions.PublishError:
                     raise  # returned unroutable: no queue for this kind, not a broker blip
+                except _REFUSALS as exc:
+                    # The broker closed the channel over this message: publishing it
+                    # again would be refused again.
+                    self._session_broken(session)
+                    raise _refusal_error(exc) from None
                 except BROKER_ERRORS as exc:
                     log.warning(
                         "publish of %s cut off (%r); publishing again", pending.job.request_id, exc
@@ -678,6 +733,12 @@ class FleetClient:
         if pending.submission != job.submission:
             job = pending.job = msgspec.structs.replace(job, submission=pending.submission)
         queue = t.QUEUE_BATCH if pending.batch else t.DEFAULT_QUEUE_FOR_KIND[job_kind(job)]
+        body = encode(job)
+        if len(body) > t.BROKER_MAX_MESSAGE_BYTES:
+            raise BadRequest(
+                f"job {job.request_id} is {len(body)} bytes encoded; the broker takes at most "
+                f"{t.BROKER_MAX_MESSAGE_BYTES} (and workers {DEFAULT_MAX_JOB_BYTES} by default)"
+            )
         props = Basic.Properties(
             reply_to=self._reply_queue,
             correlation_id=job.request_id,
@@ -686,9 +747,10 @@ class FleetClient:
             delivery_mode=2,
             # Integer µs: AMQP float headers are 32-bit and cannot hold a timestamp.
             headers={t.HDR_PUBLISHED_US: time.time_ns() // 1000},
+            user_id=self._ring.user,
         )
         await session.publish.basic_publish(
-            encode(job),
+            body,
             exchange=t.JOBS_EXCHANGE,
             routing_key=queue,
             properties=props,
@@ -756,10 +818,31 @@ class FleetClient:
         if before is not None:
             message["before"] = before  # cancel only submissions older than this one
         await session.publish.basic_publish(
-            msgspec.msgpack.encode(message), exchange=t.CONTROL_EXCHANGE, routing_key=""
+            msgspec.msgpack.encode(message),
+            exchange=t.CONTROL_EXCHANGE,
+            routing_key="",
+            # Workers honour a cancel only from the login that published the job.
+            properties=Basic.Properties(user_id=self._ring.user),
         )
 
+    def _drop(self, reason: str, message: DeliveredMessage, count: int = 1) -> None:
+        self.dropped_frames[reason] += count
+        if self.dropped_frames[reason] <= _LOGGED_DROPS:  # a flood must not flood the log
+            log.warning(
+                "dropped %d reply frame(s) on %s: %s (user_id %r)",
+                count,
+                self._reply_queue,
+                reason,
+                message.header.properties.user_id,
+            )
+
     async def _on_reply(self, message: DeliveredMessage) -> None:
+        sender = message.header.properties.user_id
+        if not isinstance(sender, str) or sender not in self._trusted:
+            # Only workers publish answers; anything else is a forgery.
+            self._drop("untrusted_sender", message)
+            await _ack(message)
+            return
         try:
             frames = decode_frames(message.body)
         except ContractError as exc:
@@ -768,18 +851,49 @@ class FleetClient:
             return
         inboxes = self._inboxes
         unclaimed: list[Final | Error] = []
+        unknown = 0
         for frame in frames:
             inbox = inboxes.get(frame.request_id)
             if inbox is not None:
                 inbox.push(frame)
             elif self._durable and isinstance(frame, Final | Error):
+                # A named queue outlives its client: answers to requests sent before a
+                # restart are taken through results().
                 pending = self._pending.get(frame.request_id)
                 if pending is None or pending.submission == frame.submission:
                     unclaimed.append(frame)
+            elif frame.request_id not in self._pending:
+                unknown += 1
+        if unknown:
+            self._drop("unknown_request", message, unknown)
         if unclaimed:
             self._unclaimed.put_nowait((unclaimed, message))
         else:
             await _ack(message)
+
+
+_LOGGED_DROPS = 10  # per reason; `dropped_frames` keeps counting
+
+# Channel errors the broker raises over one message (too big, a user_id that is
+# not the login, no rights on the exchange, no such exchange).
+_REFUSALS = (
+    aiormq.exceptions.ChannelAccessRefused,
+    aiormq.exceptions.ChannelPreconditionFailed,
+    aiormq.exceptions.ChannelNotFoundEntity,
+)
+
+
+def _refusal_error(exc: BaseException) -> FleetError:
+    text = str(exc)
+    if isinstance(exc, aiormq.exceptions.ChannelAccessRefused):
+        return Forbidden(f"the broker refused the publish: {text}")
+    if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
+        return ProviderUnavailable(
+            f"the fleet's exchange is missing ({text}): no worker has declared the "
+            "topology yet (start one)",
+            retryable=True,
+        )
+    return BadRequest(f"the broker refused the job: {text}")
 
 
 async def _ack(message: DeliveredMessage) -> None:

@@ -264,6 +264,10 @@ class BrokerNode(_Started):
     recovers durable queues; `kill()` is a crash (SIGKILL of the Erlang VM). The AMQP
     listener and the distribution port are bound to 127.0.0.1 only, where the default
     guest user may log in.
+
+    `management=True` enables the management plugin (HTTP API) on a port of its own, also
+    on 127.0.0.1 (`management_url`); it is off by default because it slows the boot.
+    `max_message_size` sets the broker's own limit on a message body, in bytes.
     """
 
     def __init__(
@@ -274,11 +278,15 @@ class BrokerNode(_Started):
         port: int | None = None,
         dist_port: int | None = None,
         boot_timeout: float = 120.0,
+        management: bool = False,
+        max_message_size: int | None = None,
     ) -> None:
         # The pid keeps names unique across concurrent sessions (epmd is machine-wide).
         self.name = name or f"fleet-{os.getpid()}-{next(_node_seq)}@localhost"
         self.port = port or free_port()
         self.dist_port = dist_port or free_port()
+        self.management_port = free_port() if management else None
+        self.max_message_size = max_message_size
         self.boot_timeout = boot_timeout
         self.dir = _instance_dir(_RMQ_KIND)
         self.pid_file = self.dir / "node.pid"
@@ -292,17 +300,37 @@ class BrokerNode(_Started):
         cookie_file.write_text(cookie or secrets.token_hex(16).upper())
         # Erlang refuses a cookie file others can read.
         cookie_file.chmod(0o400)
-        # Empty files: nothing from /etc/rabbitmq (the system node's settings) applies here.
-        for empty in ("rabbitmq.conf", "rabbitmq-env.conf", "enabled_plugins"):
-            (self.dir / empty).write_text("")
+        # Own files: nothing from /etc/rabbitmq (the system node's settings) applies here.
+        (self.dir / "rabbitmq.conf").write_text(self._conf())
+        (self.dir / "rabbitmq-env.conf").write_text("")
+        plugins = "[rabbitmq_management].\n" if management else ""
+        (self.dir / "enabled_plugins").write_text(plugins)
         (self.dir / "advanced.config").write_text("[].\n")
 
     def __repr__(self) -> str:
         return f"BrokerNode({self.name}, port={self.port})"
 
+    def _conf(self) -> str:
+        lines: list[str] = []
+        if self.management_port is not None:
+            lines += [
+                "management.tcp.ip = 127.0.0.1",
+                f"management.tcp.port = {self.management_port}",
+            ]
+        if self.max_message_size is not None:
+            lines.append(f"max_message_size = {self.max_message_size}")
+        return "".join(f"{line}\n" for line in lines)
+
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    @property
+    def management_url(self) -> str:
+        """Base URL of the management HTTP API, logged in as guest (needs management=True)."""
+        if self.management_port is None:
+            raise HarnessError(f"{self.name} was created without management=True")
+        return f"http://guest:guest@127.0.0.1:{self.management_port}"
 
     def url_for(self, vhost: str) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/{urllib.parse.quote(vhost, safe='')}"
@@ -473,12 +501,26 @@ class BrokerCluster(_Started):
     that finds all its peers down waits for them, as RabbitMQ does).
     """
 
-    def __init__(self, size: int = 3, *, boot_timeout: float = 180.0) -> None:
+    def __init__(
+        self,
+        size: int = 3,
+        *,
+        boot_timeout: float = 180.0,
+        management: bool = False,
+        max_message_size: int | None = None,
+    ) -> None:
         cookie = secrets.token_hex(16).upper()
         self.nodes: list[BrokerNode] = []
         try:
             for _ in range(size):
-                self.nodes.append(BrokerNode(cookie=cookie, boot_timeout=boot_timeout))
+                self.nodes.append(
+                    BrokerNode(
+                        cookie=cookie,
+                        boot_timeout=boot_timeout,
+                        management=management,
+                        max_message_size=max_message_size,
+                    )
+                )
         except BaseException:
             self.close()
             raise

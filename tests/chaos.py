@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 
 from bench.harness import MOCK_KEY, MockSpec, Proc, free_port, mock_args, spawn, wait_ready
+from contracts.brokers import BrokerRing
 from contracts.client import FleetClient, Restart
 from contracts.frames import Delta, Final
 from contracts.jobs import Credential, Message, Target
@@ -173,12 +174,12 @@ class _Fleet:
         return "\n".join(p.tail(10_000) for p in self.procs)
 
 
-async def _stored_target(pg: PrivatePostgres, keyring: Keyring) -> tuple[Target, str]:
+async def _stored_target(pg: PrivatePostgres, keyring: Keyring, tenant: str) -> tuple[Target, str]:
     url = with_database(pg.url, f"chaos_{uuid.uuid4().hex[:8]}")
     await migrate(url)
     vault = Vault(url, keyring, cache_ttl=0)
     try:
-        cid = await vault.add("chaos", "mock", "chaos", {"api_key": MOCK_KEY})
+        cid = await vault.add(tenant, "mock", "chaos", {"api_key": MOCK_KEY})
     finally:
         await vault.close()
     return Target(provider="mock", model="mock-chaos", credential=Credential(id=cid)), url
@@ -206,10 +207,12 @@ async def run_chaos(
     fleet: _Fleet | None = None
     try:
         await wait_ready(f"{mock_url}/models", mock)
+        # The broker user the chaos clients publish as: their jobs' tenant.
+        tenant = BrokerRing(_urls(brokers)).user
         if pg is not None:
-            target, db_url = await _stored_target(pg, keyring)
+            target, db_url = await _stored_target(pg, keyring, tenant)
         else:
-            sealed = seal(keyring, "mock", {"api_key": MOCK_KEY})
+            sealed = seal(keyring, "mock", {"api_key": MOCK_KEY}, tenant=tenant)
             target = Target(
                 provider="mock", model="mock-chaos", credential=Credential(sealed=sealed)
             )

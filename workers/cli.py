@@ -1,4 +1,4 @@
-"""`llm-fleet` command line: worker, seal, mock-provider, providers, demo."""
+"""`llm-fleet` command line: worker, seal, seal-key, mock-provider, providers, demo."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from contracts.sealing import parse_ttl
+from workers.cli_tenants import tenants
 from workers.cli_vault import creds, migrate_cmd
 from workers.config import ConfigError, Settings
 from workers.crypto import Keyring, KeyringError, seal, secret_fields
@@ -89,15 +91,58 @@ def worker(
 
 @main.command("seal")
 @click.option("--provider", required=True, help="Provider the envelope is bound to (e.g. openai).")
-def seal_cmd(provider: str) -> None:
+@click.option(
+    "--tenant",
+    required=True,
+    help="The broker user whose jobs may use the envelope (it opens for no one else).",
+)
+@click.option(
+    "--ttl",
+    default="24h",
+    show_default=True,
+    help="How long it opens: 3600, 90s, 30m, 24h, 7d (at most 30d).",
+)
+def seal_cmd(provider: str, tenant: str, ttl: str) -> None:
     """Read a key (or a JSON object of fields) from stdin; print a sealed credential envelope."""
+    try:
+        seconds = parse_ttl(ttl)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--ttl") from None
     if sys.stdin.isatty():
         click.echo("Paste the key, then press Ctrl-D:", err=True)
     try:
         fields = secret_fields(sys.stdin.read())
+        envelope = seal(load_keyring(), provider, fields, tenant=tenant, ttl=seconds)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(seal(load_keyring(), provider, fields))
+    click.echo(envelope)
+
+
+@main.command("seal-key")
+@click.option("--tenant", required=True, help="The broker user (tenant) the key seals for.")
+@click.option("--kid", help="Fleet key id to derive it from (default: the active key).")
+def seal_key_cmd(tenant: str, kid: str | None) -> None:
+    """Print a tenant's sealing key, for its producers to seal envelopes without the fleet key.
+
+    The producer keeps it like a password and seals with `contracts.sealing.seal`.
+    It seals (and opens) envelopes for that tenant only, and opens no stored
+    credential. It changes with the fleet key: after a rotation, hand out the new one.
+    """
+    keyring = load_keyring()
+    try:
+        key = keyring.sealing_key(tenant, kid)
+    except KeyError:
+        raise click.ClickException(
+            f"key id {kid!r} is not in INTEGRATION_CRYPTO_KEY(S) "
+            f"(this keyring holds: {', '.join(sorted(keyring.kids))})"
+        ) from None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(key.export())
+    click.echo(
+        f"sealing key for tenant {tenant!r} under key id {key.kid!r}: keep it like a password",
+        err=True,
+    )
 
 
 @main.command("mock-provider")
@@ -232,6 +277,7 @@ def demo(n_workers: int, texts: int, prompt: str) -> None:
 
 main.add_command(migrate_cmd)
 main.add_command(creds)
+main.add_command(tenants)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,4 +1,4 @@
-"""`llm-fleet migrate` and `llm-fleet creds add|list|verify|revoke|rotate`.
+"""`llm-fleet migrate` and `llm-fleet creds add|list|verify|share|unshare|revoke|rotate`.
 
 Secrets enter through stdin or a named environment variable, never through
 argv (which `ps` and shell history show to everyone). Nothing here prints a
@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import asyncpg
 import click
 
+from contracts.brokers import BrokerRing
 from contracts.client import FleetClient
 from contracts.errors import FleetError
 from contracts.jobs import Credential, Target
@@ -25,7 +26,15 @@ from workers.config import ConfigError, Settings
 from workers.crypto import Keyring, KeyringError, seal, secret_fields
 from workers.logs import configure_logging
 from workers.migrate import MigrationError, migrate, migrations_dir
-from workers.vault import CredentialExists, CredentialInfo, KeyVerdicts, Vault, parse_id
+from workers.vault import (
+    LEGACY_SCHEME,
+    CredentialExists,
+    CredentialInfo,
+    KeyVerdicts,
+    Vault,
+    decrypt_fields,
+    parse_id,
+)
 from workers.vault_keys import (
     ConstraintState,
     RotationReport,
@@ -35,6 +44,9 @@ from workers.vault_keys import (
 )
 
 T = TypeVar("T")
+
+# A verify job's envelope outlives its wait by this much (queueing, clock skew).
+_VERIFY_TTL_MARGIN = 120.0
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -166,7 +178,11 @@ def _read_secret(from_env: str | None) -> dict[str, str]:
 @creds.command("add")
 @click.option("--provider", required=True, help="Provider the key is for (e.g. openai).")
 @click.option("--name", required=True, help="A name unique per tenant and provider.")
-@click.option("--tenant", default="default", show_default=True)
+@click.option(
+    "--tenant",
+    required=True,
+    help="The owner: the broker user whose jobs may use it (and tenants it is shared with).",
+)
 @click.option("--from-env", "from_env", metavar="VAR", help="Read the secret from this env var.")
 @click.option(
     "--verify",
@@ -197,17 +213,28 @@ def add_cmd(
     if check_first:
         # Sealed for the workers as a job would carry it: nothing is stored until the
         # provider has accepted it.
-        target = Target(
-            provider=provider,
-            model=model,
-            credential=Credential(sealed=seal(keyring, provider, fields)),
-        )
-        ok, detail = _ask_verify(target, timeout)
+        ok, detail = _ask_verify(_sealed_target(keyring, provider, model, fields, timeout), timeout)
         if not ok:
             raise click.ClickException(f"not stored: {provider} refused the credential: {detail}")
         click.echo(f"verified: {detail}", err=True)
     cid = _with_vault(lambda v: v.add(tenant, provider, name, fields), keyring)
     click.echo(cid)
+
+
+def _cli_user() -> str:
+    """The broker user this CLI publishes as: the tenant of the jobs it sends."""
+    try:
+        return BrokerRing(_settings().amqp_url).user
+    except ValueError as exc:
+        raise click.ClickException(f"AMQP_URL: {exc}") from None
+
+
+def _sealed_target(
+    keyring: Keyring, provider: str, model: str, fields: dict[str, str], timeout: float
+) -> Target:
+    """A verify target carrying `fields` sealed for this CLI's own jobs, briefly."""
+    envelope = seal(keyring, provider, fields, tenant=_cli_user(), ttl=timeout + _VERIFY_TTL_MARGIN)
+    return Target(provider=provider, model=model, credential=Credential(sealed=envelope))
 
 
 def _ask_verify(target: Target, timeout: float) -> tuple[bool, str]:
@@ -239,9 +266,13 @@ def _when(info: CredentialInfo, attr: str) -> str:
 def list_cmd(provider: str | None, tenant: str | None, include_revoked: bool) -> None:
     """Show stored credentials (metadata only; secrets are never shown).
 
-    With INTEGRATION_CRYPTO_KEY set, a STATE column says which rows open: `ok`,
+    TENANT is the owner, SHARED the tenants it is shared with. SCHEME is `v2`, or
+    `v1` for rows still encrypted under the fleet key itself without their tenant
+    in the associated data (`creds rotate` upgrades them). With
+    INTEGRATION_CRYPTO_KEY set, a STATE column says which rows open: `ok`,
     `damaged` (does not open although its key is proven right), `wrong key` or
-    `no key` (its key id is not in INTEGRATION_CRYPTO_KEY(S)).
+    `no key` (its key id is not in INTEGRATION_CRYPTO_KEY(S)). `--tenant T` shows
+    what T's jobs may use: its own credentials and those shared with it.
     """
     keyring = _optional_keyring()
 
@@ -251,15 +282,17 @@ def list_cmd(provider: str | None, tenant: str | None, include_revoked: bool) ->
         return rows, verdicts
 
     rows, verdicts = _with_vault(fetch, keyring)
-    head = ("ID", "TENANT", "PROVIDER", "NAME", "KEY ID", "CREATED", "REVOKED")
+    head = ("ID", "TENANT", "SHARED", "PROVIDER", "NAME", "KEY ID", "SCHEME", "CREATED", "REVOKED")
     table = [(*head, "STATE") if verdicts is not None else head]
     for r in rows:
         line = (
             r.id,
             r.tenant,
+            ",".join(r.shared_with) or "-",
             r.provider,
             r.name,
             r.key_id,
+            f"v{r.scheme}",
             _when(r, "created_at"),
             _when(r, "revoked_at"),
         )
@@ -267,6 +300,13 @@ def list_cmd(provider: str | None, tenant: str | None, include_revoked: bool) ->
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    legacy = sum(r.scheme == LEGACY_SCHEME for r in rows)
+    if legacy:
+        click.echo(
+            f"{legacy} credential(s) listed use scheme v1 (the fleet key itself, no tenant in "
+            "their associated data): run `llm-fleet creds rotate` to upgrade them",
+            err=True,
+        )
 
 
 def _existing(credential_id: str) -> CredentialInfo:
@@ -283,16 +323,65 @@ def _existing(credential_id: str) -> CredentialInfo:
 @click.option("--model", default="verify", show_default=True, help="Model name sent with the job.")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait.")
 def verify_cmd(credential_id: str, model: str, timeout: float) -> None:
-    """Ask the provider, through the fleet, whether a stored credential works."""
+    """Ask the provider, through the fleet, whether a stored credential works.
+
+    The job goes out as this CLI's broker user. When that user may use the
+    credential (its owner, or shared with it) the job names it by id, as its
+    tenant's jobs do; otherwise (an operator checking a tenant's key) the CLI opens
+    the row with INTEGRATION_CRYPTO_KEY and sends it sealed for itself.
+    """
     info = _existing(credential_id)
     if info.revoked_at is not None:
         revoked = _when(info, "revoked_at")
         raise click.ClickException(f"credential {info.id} was revoked at {revoked}")
-    target = Target(provider=info.provider, model=model, credential=Credential(id=info.id))
+    user = _cli_user()
+    if user == info.tenant or user in info.shared_with:
+        target = Target(provider=info.provider, model=model, credential=Credential(id=info.id))
+    else:
+        keyring = _keyring()
+
+        async def fields_of(v: Vault) -> dict[str, str]:
+            row = await v.sealed_row(info.id)
+            if row is None:
+                raise click.ClickException(f"no credential with id {info.id}")
+            return decrypt_fields(keyring, row)
+
+        fields = _with_vault(fields_of, keyring)
+        target = _sealed_target(keyring, info.provider, model, fields, timeout)
+        click.echo(
+            f"{info.id} belongs to tenant {info.tenant!r}, not to {user!r} (this CLI's broker "
+            "user): sent sealed for it",
+            err=True,
+        )
     ok, detail = _ask_verify(target, timeout)
     click.echo(f"{'ok' if ok else 'not ok'}: {info.provider} credential {info.id}: {detail}")
     if not ok:
         sys.exit(1)
+
+
+@creds.command("share")
+@click.argument("credential_id")
+@click.option("--with", "tenant", required=True, help="The tenant (broker user) to share with.")
+def share_cmd(credential_id: str, tenant: str) -> None:
+    """Let another tenant's jobs use a credential (the owner's stay able to)."""
+    info = _existing(credential_id)
+    if _with_vault(lambda v: v.share(info.id, tenant)):
+        click.echo(f"shared {info.id} ({info.tenant}/{info.provider}/{info.name}) with {tenant}")
+    else:
+        click.echo(f"{info.id} was already shared with {tenant}")
+
+
+@creds.command("unshare")
+@click.argument("credential_id")
+@click.option("--with", "tenant", required=True, help="The tenant to stop sharing with.")
+def unshare_cmd(credential_id: str, tenant: str) -> None:
+    """Stop another tenant's jobs using a credential; workers drop their cached copy at once."""
+    info = _existing(credential_id)
+    if not _with_vault(lambda v: v.unshare(info.id, tenant)):
+        click.echo(f"{info.id} was not shared with {tenant}")
+        return
+    click.echo(f"{info.id} is no longer shared with {tenant}")
+    _tell_workers_to_forget(info.id)
 
 
 @creds.command("revoke")
@@ -302,20 +391,26 @@ def revoke_cmd(credential_id: str) -> None:
     info = _existing(credential_id)
     if _with_vault(lambda v: v.revoke(info.id)):
         click.echo(f"revoked {info.id} ({info.tenant}/{info.provider}/{info.name})")
-        try:
-            _run(_broadcast_revocation(info.id))
-        except Exception as exc:
-            click.echo(
-                f"warning: could not tell workers over RabbitMQ ({type(exc).__name__}); "
-                "they stop using it when their row cache expires (FLEET_VAULT_CACHE_SECONDS)",
-                err=True,
-            )
+        _tell_workers_to_forget(info.id)
     else:
         click.echo(f"{info.id} was already revoked at {_when(info, 'revoked_at')}")
 
 
-async def _broadcast_revocation(credential_id: str) -> None:
+def _tell_workers_to_forget(credential_id: str) -> None:
+    """Workers drop their cached copy of the row (and with it who may use it)."""
+    try:
+        _run(_broadcast_forget(credential_id))
+    except Exception as exc:
+        click.echo(
+            f"warning: could not tell workers over RabbitMQ ({type(exc).__name__}); "
+            "they catch up when their row cache expires (FLEET_VAULT_CACHE_SECONDS)",
+            err=True,
+        )
+
+
+async def _broadcast_forget(credential_id: str) -> None:
     async with FleetClient(_settings().amqp_url, name="llm-fleet creds") as client:
+        # The notice revocations use: a worker drops its cached row and reads it again.
         await client.credential_revoked(credential_id)
 
 
@@ -325,10 +420,13 @@ async def _broadcast_revocation(credential_id: str) -> None:
     "--max-batches", type=click.IntRange(min=1), help="Stop after N batches (run again to resume)."
 )
 def rotate_cmd(batch_size: int, max_batches: int | None) -> None:
-    """Re-encrypt every row not under the active INTEGRATION_CRYPTO_KEY.
+    """Re-encrypt every row not under the active INTEGRATION_CRYPTO_KEY, or still v1.
 
-    Old keys must be in INTEGRATION_CRYPTO_KEYS (kid:base64,...). Safe beside
-    running workers and safe to interrupt: run it again to continue.
+    Rows end up as scheme v2 (the key derived for vault rows, the owner tenant
+    in the associated data); v1 key-check records are rewritten too. Old keys
+    must be in INTEGRATION_CRYPTO_KEYS (kid:base64,...). Safe beside running
+    workers (of this version: they open v1 and v2) and safe to interrupt: run it
+    again to continue.
     """
     keyring = _keyring()
 
@@ -343,8 +441,11 @@ def rotate_cmd(batch_size: int, max_batches: int | None) -> None:
     )
     click.echo(
         f"re-encrypted {report.rotated} credential(s) under key id {report.active_kid!r} "
-        f"in {report.batches} batch(es); {report.remaining} still under other keys"
+        f"in {report.batches} batch(es) ({report.upgraded} upgraded from v1); "
+        f"{report.remaining} still to do"
     )
+    for kid in report.checks_upgraded:
+        click.echo(f"key-check record of key id {kid!r} upgraded to v2")
     for cid, reason in sorted(report.unreadable.items()):
         click.echo(f"cannot read {cid}: {reason}", err=True)
     for cid, reason in sorted(report.damaged.items()):

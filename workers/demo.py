@@ -169,12 +169,16 @@ async def run_demo(
             children.append(await spawn(name, args, wenv, logdir))
             probes.append(wait_http(f"http://127.0.0.1:{port}/readiness/", check="broker"))
         await wait_ready(children, probes)
-        target = Target(
-            provider="mock",
-            model="mock-chat-1",
-            credential=Credential(sealed=seal(keyring, "mock", {"api_key": MOCK_KEY})),
-        )
         async with FleetClient(amqp_url, name="llm-fleet demo") as client:
+            # Sealed for the broker user the demo publishes as: its jobs' tenant.
+            tenant = client.user
+            target = Target(
+                provider="mock",
+                model="mock-chat-1",
+                credential=Credential(
+                    sealed=seal(keyring, "mock", {"api_key": MOCK_KEY}, tenant=tenant)
+                ),
+            )
             served = ", ".join(p.name for p in await client.providers())
             print(f"▶ the fleet serves: {served}")
             await chat_demo(client, target, prompt)
@@ -182,7 +186,7 @@ async def run_demo(
                 provider="anthropic-mock",
                 model="claude-sonnet-4-5",
                 credential=Credential(
-                    sealed=seal(keyring, "anthropic-mock", {"api_key": MOCK_KEY})
+                    sealed=seal(keyring, "anthropic-mock", {"api_key": MOCK_KEY}, tenant=tenant)
                 ),
             )
             await chat_demo(
@@ -263,11 +267,14 @@ async def backfill_demo(amqp_url: str, target: Target, n_texts: int) -> None:
     a backfill that crashes halfway picks its answers up again after a restart."""
     texts = [f"document {i}: the quick brown fox number {i} jumps" for i in range(n_texts)]
     batches = [texts[i : i + EMBED_BATCH] for i in range(0, len(texts), EMBED_BATCH)]
-    queue = f"llm.reply.demo-backfill-{os.getpid()}"
-    print(f"\n▶ embedding backfill: {n_texts} texts in {len(batches)} jobs (answers to {queue})")
+    queue = f"demo-backfill-{os.getpid()}"
     started = time.monotonic()
     dims = 0
     async with FleetClient(amqp_url, reply_queue=queue, name="llm-fleet demo backfill") as client:
+        print(
+            f"\n▶ embedding backfill: {n_texts} texts in {len(batches)} jobs "
+            f"(answers to {client.reply_queue})"
+        )
         for i, batch in enumerate(batches):
             job = EmbedJob(v=1, request_id=f"demo-embed-{i}", target=target, inputs=batch)
             await client.submit(job)

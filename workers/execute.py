@@ -76,6 +76,9 @@ class RunState:
     """Per-attempt bookkeeping that ends up in the final frame's metrics."""
 
     started: float = field(default_factory=time.monotonic)
+    # The tenant the broker says sent the job (its validated user_id): the only
+    # one whose credentials (and those shared with it) the job may use.
+    tenant: str = ""
     deadline: float | None = None  # time.monotonic() value
     retries: int = 0
     provider_time: float = 0.0
@@ -295,7 +298,7 @@ class Executor:
         deadline = give_up if state.deadline is None else min(state.deadline, give_up)
         return await call_with_retry(
             self._store_retry,
-            lambda: self._credentials.open(target.provider, target.credential),
+            lambda: self._credentials.open(target.provider, target.credential, state.tenant),
             deadline=deadline,
             on_retry=lambda exc, wait: log.warning(
                 "credential_store_unavailable", error=exc.message, wait_s=round(wait, 2)

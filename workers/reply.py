@@ -29,10 +29,15 @@ from aiormq.abc import AbstractChannel as RawChannel
 from pamqp.commands import Basic
 from prometheus_client import Counter
 
+from contracts import topology as t
 from contracts.codec import encode
-from contracts.errors import FleetError
+from contracts.errors import BadRequest, FleetError
 from contracts.frames import Delta, Error, Final, Start, ToolCallDelta
 from workers.config import CoalesceSettings
+
+# One frame alone in a message, with the array header around it, must fit the
+# broker's message-size limit.
+_MAX_FRAME_BYTES = t.BROKER_MAX_MESSAGE_BYTES - 16
 
 _FIXARRAY, _ARRAY16, _ARRAY32 = 0x90, 0xDC, 0xDD
 _TERMINAL = (Final, Error)
@@ -160,10 +165,14 @@ class ReplyPublisher:
         channel: RawChannel,
         coalesce: CoalesceSettings,
         *,
+        user: str,
         messages: Counter | None = None,
         frames: Counter | None = None,
     ) -> None:
         self._channel = channel
+        # Stamped on every frame; the broker checks it against our login, and
+        # producers believe only frames from worker logins.
+        self._user = user
         self.min_interval = coalesce.interval
         self.start_hold = coalesce.start_hold
         self._max_bytes = coalesce.max_message_bytes
@@ -208,7 +217,9 @@ class ReplyPublisher:
     ) -> None:
         # A new object each time: aiormq writes the message id it matches returns by into it.
         props = Basic.Properties(
-            delivery_mode=2 if persistent else 1, content_type="application/msgpack"
+            delivery_mode=2 if persistent else 1,
+            content_type="application/msgpack",
+            user_id=self._user,
         )
         try:
             await self._channel.basic_publish(
@@ -327,6 +338,13 @@ class ReplyStream:
                 **fields,
             )
         )
+        if len(body) > _MAX_FRAME_BYTES:
+            # The broker would refuse the message and close the channel: the job would
+            # be released and run (and billed) again, to the same end.
+            raise BadRequest(
+                f"the answer is {len(body)} bytes, over the broker's message limit of "
+                f"{t.BROKER_MAX_MESSAGE_BYTES}: ask for fewer inputs or dimensions per job"
+            )
         # Counted only once encoded: a frame that failed leaves no gap in `seq`.
         self._seq += 1
         self.frames += 1

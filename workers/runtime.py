@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -27,7 +28,6 @@ import structlog
 from aio_pika.abc import AbstractConnection
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
-from pamqp import encode as pamqp_encode
 from pamqp.commands import Basic
 
 from contracts import amqp_guard
@@ -46,6 +46,7 @@ from contracts.errors import (
 from contracts.frames import Answered, Catalog, Usage
 from contracts.jobs import Job, job_kind
 from workers.config import Settings
+from workers.dead_letters import dead_letter_copy
 from workers.execute import Executor, InputRejected, RunState
 from workers.metrics import WorkerMetrics
 from workers.releases import ReleaseLedger, job_key, release_note
@@ -57,17 +58,14 @@ _CANCEL_MEMORY = 10_000  # request ids remembered for cancels that arrive before
 _ALL = 1 << 62  # a cancel without `before`: every submission of the request
 _CONTROL_BACKLOG = 10_000  # control messages a worker's queue holds at most
 _MAX_RETURNS = 1 << 30  # attempts stay below t.NOTICE_ATTEMPT whatever a header says
-# Original headers kept on a dead-letter copy at most (frame_max is 128 KiB by
-# default; a content header must fit in one frame with our own headers beside).
-_MAX_DEAD_HEADERS = 32 * 1024
 
 
-def _table_size(headers: dict[str, Any]) -> int:
-    """Encoded size of a header table; a table pamqp cannot encode counts as too big."""
-    try:
-        return len(pamqp_encode.field_table(headers))
-    except (TypeError, ValueError):
-        return 1 << 30
+def _dead_lettered_from_job_queue(headers: dict[str, Any]) -> bool:
+    """The broker's own record (x-death) says the message died in a job queue."""
+    deaths = headers.get("x-death")
+    if not isinstance(deaths, list) or not deaths or not isinstance(deaths[0], dict):
+        return False
+    return deaths[0].get("queue") in t.JOB_QUEUES
 
 
 def _text(value: object) -> str | None:
@@ -129,6 +127,24 @@ class Delivery:
     def correlation_id(self) -> str | None:
         return _text(self.props.correlation_id)
 
+    @property
+    def user(self) -> str | None:
+        """Who published the message: the broker refuses a user_id that is not the
+        publishing connection's login, so this one can be believed."""
+        return _text(self.props.user_id)
+
+    @property
+    def answer_to(self) -> str | None:
+        """The reply queue, when it belongs to the message's publisher.
+
+        Nothing is ever answered into a queue of someone else's: a message naming
+        another producer's queue (or carrying no identity) is refused unanswered.
+        """
+        user, reply_to = self.user, self.reply_to
+        if user is not None and reply_to is not None and t.owns_reply_queue(user, reply_to):
+            return reply_to
+        return None
+
     def hold(self, key: str) -> None:
         """Count the job as this session's until acked (released if the session is lost)."""
         self.key = key
@@ -144,6 +160,27 @@ class Delivery:
 class _Running:
     task: asyncio.Task[None]
     client_cancelled: bool = False
+
+
+def _identity_error(delivery: Delivery) -> ContractError | None:
+    """Why a job cannot be attributed to its producer, or None when it can."""
+    user, reply_to = delivery.user, delivery.reply_to
+    if user is None:
+        return ContractError(
+            "user_id",
+            "the message carries no user_id: publish with the user_id property set to "
+            "your broker login (RabbitMQ checks it); the fleet takes identity from the "
+            "broker, never from the message",
+        )
+    if not reply_to:
+        return ContractError("reply_to", "no reply queue given")
+    if not t.owns_reply_queue(user, reply_to):
+        return ContractError(
+            "reply_to",
+            f"reply_to {reply_to!r} is not a reply queue of broker user {user!r} "
+            f"(yours are named {t.reply_queue_prefix(user)}<token>)",
+        )
+    return None
 
 
 @dataclass(slots=True)
@@ -184,9 +221,12 @@ class Worker:
         self._ring = BrokerRing(settings.amqp_url)
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._running: dict[tuple[str, int], _Running] = {}
-        # Cancels that arrived before their job: request id → first submission not cancelled.
-        self._cancelled: OrderedDict[str, int] = OrderedDict()
+        # Keyed by (producer, request id, submission): request ids are the producer's
+        # own, so one producer's ids never reach another's jobs.
+        self._running: dict[tuple[str, str, int], _Running] = {}
+        # Cancels that arrived before their job: (producer, request id) → first
+        # submission not cancelled.
+        self._cancelled: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._ledger = ReleaseLedger()
         self._session: _Session | None = None
         self._publisher: ReplyPublisher | None = None
@@ -262,6 +302,7 @@ class Worker:
             self._publisher = ReplyPublisher(
                 session.raw_publish,
                 s.coalesce,
+                user=self._ring.user,
                 messages=self._metrics.reply_messages,
                 frames=self._metrics.frames,
             )
@@ -393,7 +434,9 @@ class Worker:
         crashes, which the broker's backstop limit tolerates; it never stops the worker."""
         body = release_note(self._settings.worker_id, reason, keys)
         self._ledger.read(body)
-        props = Basic.Properties(delivery_mode=2, content_type="application/msgpack")
+        props = Basic.Properties(
+            delivery_mode=2, content_type="application/msgpack", user_id=self._ring.user
+        )
         try:
             # A channel of its own: an unavailable stream may close the channel it is
             # published on, and the reply channel must not go with it.
@@ -416,6 +459,8 @@ class Worker:
     # -- control and notices -------------------------------------------------
 
     async def _on_control(self, message: DeliveredMessage) -> None:
+        # Who sent it, as the broker validated; a cancel without one is nobody's.
+        sender = _text(message.header.properties.user_id)
         try:
             data = msgspec.msgpack.decode(message.body)
         except Exception:
@@ -431,19 +476,22 @@ class Worker:
         rid = data.get("request_id")
         if kind != "cancel" or not isinstance(rid, str):
             return
+        if sender is None:
+            log.warning("cancel_without_identity", request_id=rid)
+            return
         before = data.get("before")
         before = before if type(before) is int else _ALL
         found = False
-        for (running_rid, submission), running in self._running.items():
-            if running_rid == rid and submission < before:
+        for (owner, running_rid, submission), running in self._running.items():
+            if owner == sender and running_rid == rid and submission < before:
                 running.client_cancelled = True
                 running.task.cancel()
                 found = True
         if not found:
-            self._remember_cancel(rid, before)
+            self._remember_cancel((sender, rid), before)
 
-    def _remember_cancel(self, rid: str, before: int) -> None:
-        self._cancelled[rid] = max(before, self._cancelled.get(rid, 0))
+    def _remember_cancel(self, key: tuple[str, str], before: int) -> None:
+        self._cancelled[key] = max(before, self._cancelled.get(key, 0))
         if len(self._cancelled) > _CANCEL_MEMORY:
             self._cancelled.popitem(last=False)  # forget the oldest
 
@@ -452,13 +500,16 @@ class Worker:
         # Consumed from the start of a session, before its jobs: nothing to hold here.
         delivery = Delivery.of(message, {})
         headers = delivery.headers
-        reply_to = delivery.reply_to
-        if (
-            t.HDR_DEAD_CODE not in headers
-            and reply_to
-            and self._publisher is not None
-            and not amqp_guard.unreadable_properties(delivery.props)
-        ):
+        reply_to = delivery.answer_to
+        if t.HDR_DEAD_CODE in headers:
+            pass  # the worker's own copy: its producer was answered when it was refused
+        elif reply_to is None or not _dead_lettered_from_job_queue(headers):
+            # Not a job the broker dead-lettered from a job queue on behalf of the
+            # producer whose queue it names: nobody is told anything.
+            log.warning(
+                "dead_notice_unattributable", user=delivery.user, reply_to=delivery.reply_to
+            )
+        elif self._publisher is not None and not amqp_guard.unreadable_properties(delivery.props):
             peeked_rid, submission = peek_job(delivery.body)
             rid = delivery.correlation_id or peeked_rid or ""
             error = self._broker_dead_letter_error(headers)
@@ -475,7 +526,7 @@ class Worker:
         delivery = Delivery.of(message, {})
         # Read like a job's: the correlation id, else the body's request_id.
         rid = delivery.correlation_id or peek_job(delivery.body)[0]
-        reply_to, publisher = delivery.reply_to, self._publisher
+        reply_to, publisher = delivery.answer_to, self._publisher
         try:
             if not rid or not reply_to or publisher is None:
                 log.warning("catalog_request_unanswerable", request_id=rid, reply_to=reply_to)
@@ -523,6 +574,13 @@ class Worker:
             )
             await self._refuse(delivery, rid, attempt, error, kind="unknown")
             return
+        identity_error = _identity_error(delivery)
+        if identity_error is not None:
+            rid = delivery.correlation_id or peek_job(delivery.body)[0] or ""
+            await self._refuse(delivery, rid, attempt, identity_error, kind="unknown")
+            return
+        user, reply_to = delivery.user, delivery.reply_to
+        assert user is not None and reply_to is not None  # checked just above
         try:
             job = decode_job(delivery.body, max_bytes=self._settings.max_job_bytes)
         except ContractError as exc:
@@ -537,12 +595,8 @@ class Worker:
             provider=job.target.provider,
             model=job.target.model,
             attempt=attempt,
+            producer=user,
         )
-        reply_to = delivery.reply_to
-        if not reply_to:
-            error = ContractError("reply_to", "no reply queue given")
-            await self._refuse(delivery, job.request_id, attempt, error, kind, job.submission)
-            return
         delivery.hold(job_key(reply_to, job.request_id, job.submission))
         if returns >= self._settings.delivery_limit:
             crashes = await self._crashes(delivery.key or "", returns)
@@ -557,7 +611,7 @@ class Worker:
                 return
         self._metrics.inflight.inc()
         try:
-            await self._run_job(delivery, reply_to, job, kind, attempt, started)
+            await self._run_job(delivery, user, reply_to, job, kind, attempt, started)
         finally:
             self._metrics.inflight.dec()
             self._metrics.job_seconds.labels(kind).observe(time.monotonic() - started)
@@ -575,6 +629,7 @@ class Worker:
     async def _run_job(
         self,
         delivery: Delivery,
+        user: str,
         reply_to: str,
         job: Job,
         kind: str,
@@ -590,15 +645,15 @@ class Worker:
             attempt=attempt,
             submission=job.submission,
         )
-        state = RunState(started=started)
+        state = RunState(started=started, tenant=user)
         queue_ms = self._queue_ms(delivery)
         task = asyncio.current_task()
         assert task is not None
         running = _Running(task)
-        run_key = (rid, job.submission)
+        run_key = (user, rid, job.submission)
         self._running[run_key] = running
         try:
-            if job.submission < self._cancelled.get(rid, 0):
+            if job.submission < self._cancelled.get((user, rid), 0):
                 raise Cancelled("cancelled by the producer before it started")
             remaining = self._remaining(job)
             if remaining is not None and remaining <= 0:
@@ -680,8 +735,8 @@ class Worker:
         if stream is not None:
             with contextlib.suppress(ReplyQueueGone):
                 await stream.fail_with(exc, retryable=False)
-        elif delivery.reply_to:
-            await self._answer_once(delivery.reply_to, rid, attempt, exc, submission)
+        elif delivery.answer_to:
+            await self._answer_once(delivery.answer_to, rid, attempt, exc, submission)
         await self._dead_letter(delivery, exc, crashes)
         self._metrics.dead_lettered.labels(exc.code.value).inc()
         await self._settle(delivery, kind, exc.code.value)
@@ -708,39 +763,25 @@ class Worker:
     async def _dead_letter(
         self, delivery: Delivery, exc: FleetError, crashes: int | None = None
     ) -> None:
-        """Copy the job, body untouched, to llm.dead with the reason in its headers.
-
-        Properties that could not be read travel as their raw bytes in headers,
-        so an operator sees exactly what the producer sent.
-        """
+        """Copy the job to llm.dead with the reason (workers/dead_letters.py decides how)."""
         assert self._session is not None
-        props = delivery.props
-        headers: dict[str, Any] = amqp_guard.readable_headers(props.headers)
-        size = _table_size(headers)
-        if size > _MAX_DEAD_HEADERS:
-            # The copy's content header must fit the broker's frame_max, or the broker
-            # closes this connection and the job comes back to do it again.
-            headers = {"x-fleet-headers-omitted": size}
-        for name in amqp_guard.unreadable_properties(props):
-            raw = getattr(getattr(props, name, None), "raw", None)
-            if isinstance(raw, bytes):
-                headers[f"x-fleet-raw-{name}"] = bytearray(raw)  # pamqp encodes bytearray only
-        headers[t.HDR_DEAD_CODE] = exc.code.value
-        headers[t.HDR_DEAD_REASON] = exc.message[:1000]
-        headers[t.HDR_DEAD_QUEUE] = delivery.routing_key
-        headers["x-fleet-worker"] = self._settings.worker_id
-        if crashes is not None:
-            headers[t.HDR_DEAD_CRASHES] = crashes
-        copy = Basic.Properties(
-            headers=headers,
-            reply_to=delivery.reply_to,
-            correlation_id=delivery.correlation_id,
-            message_id=_text(props.message_id),
-            content_type=_text(props.content_type),
-            delivery_mode=2,
+        make_copy = functools.partial(
+            dead_letter_copy,
+            delivery.body,
+            delivery.props,
+            code=exc.code.value,
+            reason=exc.message,
+            source_queue=delivery.routing_key,
+            worker=self._settings.worker_id,
+            worker_user=self._ring.user,
+            crashes=crashes,
+            max_body=self._settings.max_job_bytes,
         )
+        # Hashing an oversized body (up to the broker's limit) takes tens of ms: off the loop.
+        oversized = len(delivery.body) > self._settings.max_job_bytes
+        body, copy = await asyncio.to_thread(make_copy) if oversized else make_copy()
         await self._session.raw_publish.basic_publish(
-            delivery.body, routing_key=t.DEAD_QUEUE, properties=copy, mandatory=True
+            body, routing_key=t.DEAD_QUEUE, properties=copy, mandatory=True
         )
 
     async def _settle(self, delivery: Delivery, kind: str, outcome: str) -> None:

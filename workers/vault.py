@@ -1,11 +1,19 @@
 """The credential vault: provider keys encrypted at rest in PostgreSQL, opened per call.
 
 A row holds AES-256-GCM ciphertext of a small JSON map (`api_key` plus provider
-fields such as `base_url`). The associated data names the row's id and provider,
-so ciphertext copied onto another row, or a row relabelled for another provider,
-does not open. Workers may keep the *encrypted* row in memory for a few seconds
-(every job would otherwise cost a query); the plaintext is decrypted per call
-and lives only in the returned `Secret`.
+fields such as `base_url`), under the vault-row key derived from the fleet key
+(`workers.crypto`). The associated data names the row's id, provider and owner
+tenant, so ciphertext copied onto another row, or a row relabelled for another
+provider or tenant, does not open: it reads as damaged. Rows written before
+(scheme 1: the fleet key itself, no tenant in the associated data) still open
+until `creds rotate` rewrites them. Workers may keep the *encrypted* row in
+memory for a few seconds (every job would otherwise cost a query); the plaintext
+is decrypted per call and lives only in the returned `Secret`.
+
+A credential belongs to its row's tenant: a job may open it only when the job's
+tenant (the broker user that published it) owns it or the owner shared it with
+that tenant (`credential_shares`). Any other job is told the id does not exist,
+exactly as for an unknown id, so ids cannot be probed.
 
 Whether a key is the right one for its key id is decided by that key id's
 *key-check record* (table `vault_key_checks`), never by how many rows open: a
@@ -39,7 +47,7 @@ from cryptography.exceptions import InvalidTag
 
 from contracts.errors import BadRequest, NotFound, ProviderUnavailable, Unauthorized
 from providers.core.types import Secret
-from workers.crypto import NONCE_BYTES, Keyring
+from workers.crypto import NONCE_BYTES, Keyring, Purpose
 
 log = structlog.get_logger("llm_fleet.vault")
 
@@ -54,8 +62,19 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 
-_COLUMNS = "id, tenant, provider, name, key_id, created_at, updated_at, revoked_at"
-_SEALED_COLUMNS = "id, provider, key_id, nonce, ciphertext, revoked_at"
+# How a row or key-check record was written (migration 0004's `scheme` column).
+LEGACY_SCHEME = 1  # under the fleet key itself; row AAD without the tenant
+SCHEME = 2  # under the key derived for the purpose; row AAD names the tenant
+
+_SHARED_WITH = (
+    "coalesce((SELECT array_agg(s.tenant ORDER BY s.tenant) FROM credential_shares s"
+    " WHERE s.credential_id = credentials.id), '{}') AS shared_with"
+)
+_COLUMNS = (
+    "id, tenant, provider, name, key_id, scheme, created_at, updated_at, revoked_at, "
+    + _SHARED_WITH
+)
+SEALED_COLUMNS = "id, tenant, provider, key_id, scheme, nonce, ciphertext, revoked_at"
 # The unique index behind CredentialExists; any other unique violation is not a name clash.
 _LIVE_NAME_INDEX = "credentials_live_name"
 # Rows tried when a key id has no check record yet and a key must be proven before it
@@ -93,8 +112,15 @@ class WrongKey(Unauthorized):
         self.kid = kid
 
 
-def row_aad(credential_id: str, provider: str) -> bytes:
-    """Associated data binding a ciphertext to exactly one row."""
+def row_aad(credential_id: str, provider: str, tenant: str) -> bytes:
+    """Associated data binding a ciphertext to exactly one row and its owner."""
+    return json.dumps(
+        ["llm-fleet:vault", SCHEME, credential_id, provider, tenant], separators=(",", ":")
+    ).encode()
+
+
+def legacy_row_aad(credential_id: str, provider: str) -> bytes:
+    """A scheme-1 row's associated data: id and provider only."""
     return f"llm-fleet:vault:v1:{credential_id}:{provider}".encode()
 
 
@@ -115,22 +141,29 @@ class KeyCheck:
     key_id: str
     nonce: bytes
     ciphertext: bytes
+    # Scheme 1 records were written with the fleet key itself; new ones with the key
+    # derived for key checks. Either proves the fleet key (derivation is fixed).
+    scheme: int = SCHEME
 
     @classmethod
     def make(cls, keyring: Keyring, kid: str) -> KeyCheck:
-        nonce, ct = keyring.encrypt_under(kid, key_check_text(kid), key_check_aad(kid))
+        nonce, ct = keyring.encrypt_under(kid, key_check_text(kid), key_check_aad(kid), "check")
         return cls(kid, nonce, ct)
 
     @classmethod
     def from_record(cls, r: Mapping[str, Any]) -> KeyCheck:
-        return cls(r["key_id"], bytes(r["nonce"]), bytes(r["ciphertext"]))
+        return cls(r["key_id"], bytes(r["nonce"]), bytes(r["ciphertext"]), int(r["scheme"]))
 
     def opens_with(self, keyring: Keyring) -> bool:
-        if self.key_id not in keyring.kids:
+        if self.key_id not in keyring.kids or self.scheme not in (LEGACY_SCHEME, SCHEME):
             return False
         try:
             text = keyring.decrypt(
-                self.key_id, self.nonce, self.ciphertext, key_check_aad(self.key_id)
+                self.key_id,
+                self.nonce,
+                self.ciphertext,
+                key_check_aad(self.key_id),
+                "legacy" if self.scheme == LEGACY_SCHEME else "check",
             )
         except (InvalidTag, ValueError):
             return False
@@ -141,7 +174,7 @@ async def load_key_checks(conn: asyncpg.Connection) -> dict[str, KeyCheck] | Non
     """Every key-check record; None when the table does not exist yet (migration 0002)."""
     if await conn.fetchval("SELECT to_regclass('vault_key_checks')") is None:
         return None
-    rows = await conn.fetch("SELECT key_id, nonce, ciphertext FROM vault_key_checks")
+    rows = await conn.fetch("SELECT key_id, nonce, ciphertext, scheme FROM vault_key_checks")
     return {r["key_id"]: KeyCheck.from_record(r) for r in rows}
 
 
@@ -154,14 +187,15 @@ async def store_key_check(conn: asyncpg.Connection, keyring: Keyring, kid: str) 
     """
     check = KeyCheck.make(keyring, kid)
     await conn.execute(
-        "INSERT INTO vault_key_checks (key_id, nonce, ciphertext) VALUES ($1, $2, $3)"
+        "INSERT INTO vault_key_checks (key_id, nonce, ciphertext, scheme) VALUES ($1, $2, $3, $4)"
         " ON CONFLICT (key_id) DO NOTHING",
         kid,
         check.nonce,
         check.ciphertext,
+        check.scheme,
     )
     r = await conn.fetchrow(
-        "SELECT key_id, nonce, ciphertext FROM vault_key_checks WHERE key_id = $1", kid
+        "SELECT key_id, nonce, ciphertext, scheme FROM vault_key_checks WHERE key_id = $1", kid
     )
     return r is not None and KeyCheck.from_record(r).opens_with(keyring)
 
@@ -176,25 +210,40 @@ def parse_id(credential_id: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class SealedRow:
-    """What is needed to open a credential: never the plaintext."""
+    """What is needed to open a credential, and who may: never the plaintext."""
 
     id: str
+    tenant: str  # the owner
     provider: str
     key_id: str
     nonce: bytes
     ciphertext: bytes
     revoked: bool
+    scheme: int = SCHEME
+    shared_with: frozenset[str] = frozenset()
 
     @classmethod
     def from_record(cls, r: Mapping[str, Any]) -> SealedRow:
         return cls(
             id=str(r["id"]),
+            tenant=r["tenant"],
             provider=r["provider"],
             key_id=r["key_id"],
             nonce=bytes(r["nonce"]),
             ciphertext=bytes(r["ciphertext"]),
             revoked=r["revoked_at"] is not None,
+            scheme=int(r["scheme"]),
+            shared_with=frozenset(r.get("shared_with") or ()),
         )
+
+    def usable_by(self, tenant: str) -> bool:
+        """The owner's jobs, and those of tenants it was shared with."""
+        return bool(tenant) and (tenant == self.tenant or tenant in self.shared_with)
+
+    def aad(self) -> bytes:
+        if self.scheme == LEGACY_SCHEME:
+            return legacy_row_aad(self.id, self.provider)
+        return row_aad(self.id, self.provider, self.tenant)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,9 +255,11 @@ class CredentialInfo:
     provider: str
     name: str
     key_id: str
+    scheme: int
     created_at: datetime
     updated_at: datetime
     revoked_at: datetime | None
+    shared_with: tuple[str, ...]
 
     @classmethod
     def from_record(cls, r: Mapping[str, Any]) -> CredentialInfo:
@@ -218,26 +269,29 @@ class CredentialInfo:
             provider=r["provider"],
             name=r["name"],
             key_id=r["key_id"],
+            scheme=int(r["scheme"]),
             created_at=r["created_at"],
             updated_at=r["updated_at"],
             revoked_at=r["revoked_at"],
+            shared_with=tuple(r["shared_with"]),
         )
 
 
 def encrypt_fields(
-    keyring: Keyring, credential_id: str, provider: str, fields: Mapping[str, str]
+    keyring: Keyring, credential_id: str, provider: str, tenant: str, fields: Mapping[str, str]
 ) -> tuple[str, bytes, bytes]:
-    """(key id, nonce, ciphertext) of the fields, bound to this row."""
+    """(key id, nonce, ciphertext) of the fields, bound to this row and owner (scheme 2)."""
     plaintext = json.dumps(dict(fields), separators=(",", ":"), sort_keys=True).encode()
-    return keyring.encrypt(plaintext, row_aad(credential_id, provider))
+    return keyring.encrypt(plaintext, row_aad(credential_id, provider, tenant))
 
 
 def reencrypt_row(keyring: Keyring, row: SealedRow) -> tuple[str, bytes, bytes]:
-    """The row's plaintext under the active key (for rotation); the bytes never leave here."""
-    return keyring.encrypt(_decrypt(keyring, row), row_aad(row.id, row.provider))
+    """The row's plaintext as a scheme-2 row under the active key (for rotation and the
+    upgrade from scheme 1); the bytes never leave here."""
+    return keyring.encrypt(_decrypt(keyring, row), row_aad(row.id, row.provider, row.tenant))
 
 
-def decrypt_row(keyring: Keyring, row: SealedRow) -> Secret:
+def decrypt_fields(keyring: Keyring, row: SealedRow) -> dict[str, str]:
     """Open one row. Errors say which row and key id, never anything of the contents."""
     plaintext = _decrypt(keyring, row)
     try:
@@ -249,7 +303,11 @@ def decrypt_row(keyring: Keyring, row: SealedRow) -> Secret:
         raise RowDamaged(
             f"credential {row.id} is damaged: it decrypts but does not hold a field map"
         )
-    return Secret(fields)
+    return fields
+
+
+def decrypt_row(keyring: Keyring, row: SealedRow) -> Secret:
+    return Secret(decrypt_fields(keyring, row))
 
 
 RowProbe = Literal["ok", "no_key", "sealed_shut", "damaged"]
@@ -349,8 +407,11 @@ def _decrypt(keyring: Keyring, row: SealedRow) -> bytes:
             f"credential {row.id} is encrypted under key id {row.key_id!r}, "
             "which the configured INTEGRATION_CRYPTO_KEY(S) does not provide"
         )
+    purpose: Purpose = "legacy" if row.scheme == LEGACY_SCHEME else "row"
     try:
-        return keyring.decrypt(row.key_id, row.nonce, row.ciphertext, row_aad(row.id, row.provider))
+        if row.scheme not in (LEGACY_SCHEME, SCHEME):
+            raise ValueError(f"unknown scheme {row.scheme}")
+        return keyring.decrypt(row.key_id, row.nonce, row.ciphertext, row.aad(), purpose)
     except (InvalidTag, ValueError):
         raise RowSealedShut(
             f"credential {row.id} does not decrypt with key id {row.key_id!r}: the stored "
@@ -449,8 +510,8 @@ class Vault:
             raise ProviderUnavailable(
                 f"credential store unreachable ({type(exc).__name__})"
             ) from None
-        except asyncpg.UndefinedTableError as exc:
-            # The message names the relation ("credentials", "vault_key_checks"), no data.
+        except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as exc:
+            # The message names the relation or column ("credential_shares", "scheme"), no data.
             raise ProviderUnavailable(
                 f"credential store schema is incomplete ({exc.args[0] if exc.args else exc}): "
                 "run `llm-fleet migrate`"
@@ -481,21 +542,29 @@ class Vault:
 
     # -- the worker's path ---------------------------------------------------
 
-    async def open(self, credential_id: str, provider: str) -> Secret:
-        """Decrypt a stored credential for one call (the `StoredCredentials` Protocol)."""
+    async def open(self, credential_id: str, provider: str, tenant: str) -> Secret:
+        """Decrypt a stored credential for one call of a job of `tenant`.
+
+        (The `StoredCredentials` Protocol.) A credential `tenant` neither owns nor was
+        given is refused exactly like an unknown id, before anything else about it
+        (revoked, provider, damaged) can show.
+        """
         keyring = self._require_keyring()
         cid = parse_id(credential_id)
         if cid is None:
             raise NotFound("credential id is not a uuid")
         cached = self._cache.get(cid)
-        if cached is not None:
+        if cached is not None and cached.usable_by(tenant):
             try:
                 return self._open_row(keyring, cached, provider)
             except Unauthorized:
                 self._cache.drop(cid)  # revoked or re-encrypted since: ask the database
         row = await self.sealed_row(cid)
-        if row is None:
-            raise NotFound(f"credential {cid} does not exist")
+        if row is None or not row.usable_by(tenant):
+            raise NotFound(
+                f"credential {cid} does not exist for tenant {tenant!r} (no such id, or it "
+                "is neither this tenant's nor shared with it)"
+            )
         self._cache.put(row)
         try:
             return self._open_row(keyring, row, provider)
@@ -559,7 +628,7 @@ class Vault:
         if kid in self._right_kids:
             return "checked"
         r = await conn.fetchrow(
-            "SELECT key_id, nonce, ciphertext FROM vault_key_checks WHERE key_id = $1", kid
+            "SELECT key_id, nonce, ciphertext, scheme FROM vault_key_checks WHERE key_id = $1", kid
         )
         if r is not None:
             if not KeyCheck.from_record(r).opens_with(keyring):
@@ -567,7 +636,7 @@ class Vault:
             self._right_kids.add(kid)
             return "checked"
         rows = await conn.fetch(
-            f"SELECT {_SEALED_COLUMNS} FROM credentials WHERE key_id = $1"
+            f"SELECT {SEALED_COLUMNS} FROM credentials WHERE key_id = $1"
             " ORDER BY revoked_at IS NOT NULL, created_at DESC LIMIT $2",
             kid,
             _PROOF_SAMPLE,
@@ -591,7 +660,7 @@ class Vault:
         async with self.connection() as conn:
             checks = await load_key_checks(conn)
             rows = await conn.fetch(
-                f"SELECT {_SEALED_COLUMNS} FROM credentials WHERE id = ANY($1::uuid[])",
+                f"SELECT {SEALED_COLUMNS} FROM credentials WHERE id = ANY($1::uuid[])",
                 [uuid.UUID(i) for i in ids],
             )
         judge = RowJudge(keyring, checks or {})
@@ -600,9 +669,11 @@ class Vault:
         return judge.verdicts()
 
     async def sealed_row(self, credential_id: str) -> SealedRow | None:
+        """The encrypted row with the tenants it is shared with (one query)."""
         async with self.connection() as conn:
             r = await conn.fetchrow(
-                f"SELECT {_SEALED_COLUMNS} FROM credentials WHERE id = $1", uuid.UUID(credential_id)
+                f"SELECT {SEALED_COLUMNS}, {_SHARED_WITH} FROM credentials WHERE id = $1",
+                uuid.UUID(credential_id),
             )
         return None if r is None else SealedRow.from_record(r)
 
@@ -621,12 +692,12 @@ class Vault:
             async with self.connection() as conn:
                 # Never write a row under a key its key id's record says is wrong.
                 await self.ensure_key_check(conn, keyring.active_kid)
-                kid, nonce, ct = encrypt_fields(keyring, cid, provider, fields)
+                kid, nonce, ct = encrypt_fields(keyring, cid, provider, tenant, fields)
                 assert len(nonce) == NONCE_BYTES
                 await conn.execute(
                     "INSERT INTO credentials"
-                    " (id, tenant, provider, name, key_id, nonce, ciphertext)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    " (id, tenant, provider, name, key_id, nonce, ciphertext, scheme)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                     uuid.UUID(cid),
                     tenant,
                     provider,
@@ -634,6 +705,7 @@ class Vault:
                     kid,
                     nonce,
                     ct,
+                    SCHEME,
                 )
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != _LIVE_NAME_INDEX:
@@ -654,11 +726,17 @@ class Vault:
         tenant: str | None = None,
         include_revoked: bool = False,
     ) -> builtins.list[CredentialInfo]:
-        """Metadata only: the ciphertext is not even selected."""
+        """Metadata only: the ciphertext is not even selected.
+
+        `tenant` keeps the credentials that tenant's jobs may use: its own and those
+        shared with it.
+        """
         async with self.connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {_COLUMNS} FROM credentials"
-                " WHERE ($1::text IS NULL OR provider = $1) AND ($2::text IS NULL OR tenant = $2)"
+                " WHERE ($1::text IS NULL OR provider = $1)"
+                " AND ($2::text IS NULL OR tenant = $2 OR EXISTS (SELECT 1 FROM credential_shares s"
+                "  WHERE s.credential_id = credentials.id AND s.tenant = $2))"
                 " AND ($3 OR revoked_at IS NULL)"
                 " ORDER BY tenant, provider, name, created_at",
                 provider,
@@ -676,6 +754,67 @@ class Vault:
                 f"SELECT {_COLUMNS} FROM credentials WHERE id = $1", uuid.UUID(cid)
             )
         return None if r is None else CredentialInfo.from_record(r)
+
+    async def share(self, credential_id: str, tenant: str) -> bool:
+        """Let `tenant`'s jobs use the credential; False when they already could.
+
+        Unknown ids raise `NotFound`; a revoked credential or the owner itself, ValueError.
+        """
+        cid = parse_id(credential_id)
+        if cid is None:
+            raise NotFound("credential id is not a uuid")
+        if not tenant.strip():
+            raise ValueError("tenant must not be empty")
+        async with self.connection() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT tenant, revoked_at FROM credentials WHERE id = $1 FOR SHARE",
+                uuid.UUID(cid),
+            )
+            if row is None:
+                raise NotFound(f"credential {cid} does not exist")
+            if row["revoked_at"] is not None:
+                raise ValueError(f"credential {cid} was revoked: there is nothing to share")
+            if row["tenant"] == tenant:
+                raise ValueError(f"credential {cid} belongs to {tenant!r} already")
+            added = await conn.fetchval(
+                "INSERT INTO credential_shares (credential_id, tenant) VALUES ($1, $2)"
+                " ON CONFLICT DO NOTHING RETURNING true",
+                uuid.UUID(cid),
+                tenant,
+            )
+        if added:
+            log.info("credential_shared", credential_id=cid, tenant=tenant)
+        return bool(added)
+
+    async def unshare(self, credential_id: str, tenant: str) -> bool:
+        """Stop `tenant`'s jobs using the credential; False when it was not shared with it.
+
+        Like a revocation, workers that miss the broadcast keep the old share for at
+        most their row cache's TTL.
+        """
+        cid = parse_id(credential_id)
+        if cid is None:
+            raise NotFound("credential id is not a uuid")
+        async with self.connection() as conn:
+            removed = await conn.fetchval(
+                "DELETE FROM credential_shares WHERE credential_id = $1 AND tenant = $2"
+                " RETURNING true",
+                uuid.UUID(cid),
+                tenant,
+            )
+        self._cache.drop(cid)
+        if removed:
+            log.info("credential_unshared", credential_id=cid, tenant=tenant)
+        return bool(removed)
+
+    async def legacy_rows(self) -> int:
+        """Rows still written the scheme-1 way (`creds rotate` upgrades them)."""
+        async with self.connection() as conn:
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM credentials WHERE scheme = $1", LEGACY_SCHEME
+                )
+            )
 
     def forget(self, credential_id: str) -> None:
         """Drop a cached row (another process revoked or rotated it)."""

@@ -1,12 +1,15 @@
 """Keys versus stored rows: the worker's start-up check, key rotation, and the
 constraints of migration 0003 that existing rows may still break.
 
-Rotation re-encrypts rows that are not under the active key, a batch per
-transaction. `FOR UPDATE SKIP LOCKED` lets it run beside live workers (which only
-read) and beside another rotation; each row changes from old key id to new key
-id in a single UPDATE, so a reader sees one complete version or the other.
-Stopping it at any point loses nothing: the next run picks up the rows still
-under old keys.
+Rotation re-encrypts rows that are not under the active key, or still written
+the scheme-1 way (the fleet key itself, no tenant in the associated data), as
+scheme-2 rows under the active key, a batch per transaction. `FOR UPDATE SKIP
+LOCKED` lets it run beside live workers (which only read, and open both schemes)
+and beside another rotation; each row changes in a single UPDATE that only
+applies to the exact version read (compare-and-set), so a reader sees one
+complete version or the other. Stopping it at any point loses nothing: the next
+run picks up the rows still to do. Key-check records written with the fleet key
+itself are rewritten under the key-check key the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ import structlog
 from contracts.errors import Unauthorized
 from workers.crypto import Keyring
 from workers.vault import (
+    LEGACY_SCHEME,
+    SCHEME,
+    SEALED_COLUMNS,
+    KeyCheck,
     RowJudge,
     SealedRow,
     Vault,
@@ -33,6 +40,8 @@ from workers.vault import (
 log = structlog.get_logger("llm_fleet.vault")
 
 _SCAN_BATCH = 1000
+# Rows rotation moves: under another key than the active one ($1), or scheme 1.
+_TO_DO = f"(key_id <> $1 OR scheme = {LEGACY_SCHEME})"
 # Damaged ids named in one log line; the count is always whole.
 MAX_IDS_LOGGED = 100
 
@@ -46,6 +55,7 @@ class KeyCheckReport:
     damaged: dict[str, str] = field(default_factory=dict)  # credential id -> kid
     recorded: list[str] = field(default_factory=list)  # check records written by this check
     scanned: int = 0
+    legacy: int = 0  # rows, revoked ones too, still to move to scheme 2 (`creds rotate`)
     has_check_table: bool = True
 
 
@@ -68,7 +78,7 @@ async def check_keys(vault: Vault, keyring: Keyring) -> KeyCheckReport:
         after: uuid.UUID | None = None
         while True:
             batch = await conn.fetch(
-                "SELECT id, provider, key_id, nonce, ciphertext, revoked_at FROM credentials"
+                f"SELECT {SEALED_COLUMNS} FROM credentials"
                 " WHERE revoked_at IS NULL AND ($1::uuid IS NULL OR id > $1)"
                 " ORDER BY id LIMIT $2",
                 after,
@@ -81,6 +91,9 @@ async def check_keys(vault: Vault, keyring: Keyring) -> KeyCheckReport:
                 break
             after = batch[-1]["id"]
         verdicts = judge.verdicts()
+        report.legacy = int(
+            await conn.fetchval("SELECT count(*) FROM credentials WHERE scheme = $1", LEGACY_SCHEME)
+        )
         if checks is not None:  # before migration 0002 there is nowhere to record
             for kid in verdicts.to_record:
                 if await store_key_check(conn, keyring, kid):
@@ -111,6 +124,14 @@ async def check_keys(vault: Vault, keyring: Keyring) -> KeyCheckReport:
     report.right = verdicts.right
     report.damaged = verdicts.damaged
     vault.note_right_kids(verdicts.right)
+    if report.legacy and not report.problems:
+        log.warning(
+            "vault_legacy_rows",
+            count=report.legacy,
+            hint="these credentials are encrypted under the fleet key itself, without their "
+            "tenant in the associated data; they keep working. Run `llm-fleet creds rotate` "
+            "(safe beside running workers, resumable) to move them to the vault-row key",
+        )
     return report
 
 
@@ -133,13 +154,15 @@ async def record_keys(vault: Vault, keyring: Keyring) -> dict[str, str] | None:
 class RotationReport:
     active_kid: str
     rotated: int = 0
+    upgraded: int = 0  # of `rotated`, rows moved from scheme 1
+    checks_upgraded: list[str] = field(default_factory=list)  # key-check records rewritten
     batches: int = 0
     unreadable: dict[str, str] = field(default_factory=dict)  # id -> reason (no contents)
     # Rows that do not open although their key is proven right (see workers.vault).
     damaged: dict[str, str] = field(default_factory=dict)  # id -> reason
     # Rows the database refused to change: they break a constraint of migration 0003.
     refused: dict[str, str] = field(default_factory=dict)  # id -> constraint
-    remaining: int = 0  # rows still under another key, not counting the three above
+    remaining: int = 0  # rows still to do (another key or scheme 1), not counting the above
     opened_kids: set[str] = field(default_factory=set)
 
     def skipped(self) -> list[uuid.UUID]:
@@ -150,8 +173,8 @@ async def _rotate_batch(vault: Vault, keyring: Keyring, size: int, report: Rotat
     """Re-encrypt up to `size` rows in one transaction; return how many rows were looked at."""
     async with vault.connection() as conn, conn.transaction():
         rows = await conn.fetch(
-            "SELECT id, provider, key_id, nonce, ciphertext, revoked_at FROM credentials"
-            " WHERE key_id <> $1 AND NOT (id = ANY($2::uuid[]))"
+            f"SELECT {SEALED_COLUMNS} FROM credentials"
+            f" WHERE {_TO_DO} AND NOT (id = ANY($2::uuid[]))"
             " ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
             keyring.active_kid,
             report.skipped(),
@@ -170,20 +193,65 @@ async def _rotate_batch(vault: Vault, keyring: Keyring, size: int, report: Rotat
                 # NOT VALID for old rows, but checked on every change) must not undo
                 # the rest of the batch.
                 async with conn.transaction():
-                    await conn.execute(
+                    # Only the version read (and re-encrypted) is replaced: the row is
+                    # locked, but the owner and provider are in the new associated data.
+                    status = await conn.execute(
                         "UPDATE credentials SET key_id = $2, nonce = $3, ciphertext = $4,"
-                        " updated_at = now() WHERE id = $1 AND key_id = $5",
+                        " scheme = $5, updated_at = now()"
+                        " WHERE id = $1 AND key_id = $6 AND nonce = $7 AND scheme = $8"
+                        " AND tenant = $9 AND provider = $10",
                         rec["id"],
                         kid,
                         nonce,
                         ct,
+                        SCHEME,
                         row.key_id,
+                        row.nonce,
+                        row.scheme,
+                        row.tenant,
+                        row.provider,
                     )
             except asyncpg.CheckViolationError as exc:
                 report.refused[row.id] = str(exc.constraint_name)
                 continue
+            if status != "UPDATE 1":
+                continue  # changed since it was read: the next batch sees the new version
             report.rotated += 1
+            if row.scheme == LEGACY_SCHEME:
+                report.upgraded += 1
     return len(rows)
+
+
+async def _upgrade_key_checks(vault: Vault, keyring: Keyring) -> list[str]:
+    """Rewrite each scheme-1 key-check record that opens as a scheme-2 one; their key ids.
+
+    A record that does not open is left alone (the key is wrong, or another
+    process's): rotation refuses before anything is written under a wrong key.
+    """
+    done: list[str] = []
+    async with vault.connection() as conn:
+        rows = await conn.fetch(
+            "SELECT key_id, nonce, ciphertext, scheme FROM vault_key_checks WHERE scheme = $1",
+            LEGACY_SCHEME,
+        )
+        for r in rows:
+            old = KeyCheck.from_record(r)
+            if not old.opens_with(keyring):
+                continue
+            new = KeyCheck.make(keyring, old.key_id)
+            status = await conn.execute(
+                "UPDATE vault_key_checks SET nonce = $2, ciphertext = $3, scheme = $4"
+                " WHERE key_id = $1 AND nonce = $5 AND scheme = $6",
+                old.key_id,
+                new.nonce,
+                new.ciphertext,
+                new.scheme,
+                old.nonce,
+                LEGACY_SCHEME,
+            )
+            if status == "UPDATE 1":
+                done.append(old.key_id)
+    return done
 
 
 async def _sort_unreadable(vault: Vault, keyring: Keyring, report: RotationReport) -> None:
@@ -242,6 +310,7 @@ async def rotate(
     async with vault.connection() as conn:
         await vault.ensure_key_check(conn, keyring.active_kid)
     report = RotationReport(active_kid=keyring.active_kid)
+    report.checks_upgraded = await _upgrade_key_checks(vault, keyring)
     while max_batches is None or report.batches < max_batches:
         seen = await _rotate_batch(vault, keyring, batch_size, report)
         if seen == 0:
@@ -253,8 +322,7 @@ async def rotate(
     async with vault.connection() as conn:
         report.remaining = int(
             await conn.fetchval(
-                "SELECT count(*) FROM credentials"
-                " WHERE key_id <> $1 AND NOT (id = ANY($2::uuid[]))",
+                f"SELECT count(*) FROM credentials WHERE {_TO_DO} AND NOT (id = ANY($2::uuid[]))",
                 keyring.active_kid,
                 report.skipped(),
             )

@@ -20,15 +20,20 @@ import pytest
 
 from bench.harness import purge_fleet_queues
 from contracts import topology as t
+from contracts.brokers import broker_user
 from contracts.client import FleetClient
 from contracts.jobs import Credential, Target
 from providers.mock.config import MockConfig
 from providers.mock.server import RunningMock, start_mock
+from tests.conftest import DEFAULT_AMQP
 from workers.crypto import Keyring, seal
 from workers.migrate import database_name, migrate, quote_ident, with_database
 from workers.vault import Vault
 
 MOCK_KEY = "sk-test-mock-key-0001"
+# The broker user the tests' clients publish as, which the broker stamps on their
+# jobs: the tenant sealed envelopes and stored credentials must be for.
+TENANT = broker_user(os.environ.get("AMQP_URL", DEFAULT_AMQP))
 CANARY_KEY = "sk-canary-7f3a9c1e5b2d4680aa11"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,13 +56,16 @@ def keyring(crypto_key: str) -> Keyring:
 
 
 def sealed_target(
-    keyring: Keyring, *, model: str = "mock-chat", key: str = MOCK_KEY, provider: str = "mock"
+    keyring: Keyring,
+    *,
+    model: str = "mock-chat",
+    key: str = MOCK_KEY,
+    provider: str = "mock",
+    tenant: str | None = None,
 ) -> Target:
-    return Target(
-        provider=provider,
-        model=model,
-        credential=Credential(sealed=seal(keyring, provider, {"api_key": key})),
-    )
+    """A target whose key is sealed for `tenant`'s jobs (default: the test clients' user)."""
+    envelope = seal(keyring, provider, {"api_key": key}, tenant=tenant or TENANT)
+    return Target(provider=provider, model=model, credential=Credential(sealed=envelope))
 
 
 @pytest.fixture
@@ -105,12 +113,13 @@ async def spawn_worker(
         queues: str = "llm.chat,llm.embed,llm.batch",
         grace: float = 30.0,
         env: dict[str, str] | None = None,
+        broker_url: str | None = None,
     ) -> WorkerProc:
         n = next(_counter)
         log = tmp_path / f"worker-{n}.log"
         full_env = {
             **os.environ,
-            "AMQP_URL": amqp_url,
+            "AMQP_URL": broker_url or amqp_url,
             "INTEGRATION_CRYPTO_KEY": crypto_key,
             "FLEET_PROVIDER_URLS": (
                 f"mock={mock.base_url},openai={mock.base_url},"
@@ -213,6 +222,7 @@ async def vault_db(database_url: str) -> AsyncIterator[str]:
         "0001_credentials.sql",
         "0002_vault_key_checks.sql",
         "0003_credentials_constraints.sql",
+        "0004_tenant_keys_and_shares.sql",
     ]
     yield url
     await drop_database(database_url, url)
@@ -231,7 +241,7 @@ async def drop_database(admin_url: str, url: str) -> None:
 async def vault_sql(vault_db: str) -> AsyncIterator[asyncpg.Connection]:
     """A raw connection to the test database, whose credentials table starts empty."""
     conn = await asyncpg.connect(vault_db)
-    await conn.execute("TRUNCATE credentials")
+    await conn.execute("TRUNCATE credentials CASCADE")  # and credential_shares
     yield conn
     await conn.close()
 

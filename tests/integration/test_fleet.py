@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import signal
 import time
@@ -34,6 +35,7 @@ from contracts import topology as t
 from contracts.client import FleetClient, Restart
 from providers.mock.server import RunningMock
 from tests.integration.conftest import MOCK_KEY, SpawnWorker, sealed_target
+from tests.producers import USER, reply_queue_name
 from workers.crypto import Keyring
 
 pytestmark = pytest.mark.integration
@@ -287,10 +289,12 @@ class TestBadInput:
         conn = await aio_pika.connect(amqp_url)
         try:
             channel = await conn.channel(publisher_confirms=True)
-            replies = await channel.declare_queue(exclusive=True)
+            replies = await channel.declare_queue(reply_queue_name(), exclusive=True)
             exchange = await channel.get_exchange(t.JOBS_EXCHANGE)
             await exchange.publish(
-                aio_pika.Message(body, reply_to=replies.name, correlation_id=correlation_id),
+                aio_pika.Message(
+                    body, reply_to=replies.name, user_id=USER, correlation_id=correlation_id
+                ),
                 routing_key=queue,
             )
             frames = decode_frames((await self._get(replies)).body)
@@ -356,6 +360,23 @@ class TestBadInput:
         text, final, _ = await collect(client, good, "still alive?")
         assert text and final.attempt == 1
 
+    async def test_oversized_job_is_answered_and_kept_as_a_sample(
+        self, spawn_worker: SpawnWorker, amqp_url: str, keyring: Keyring, dead_letters: Any
+    ) -> None:
+        """Over the worker's job limit (under the broker's): llm.dead keeps 64 KiB of it."""
+        await spawn_worker(env={"FLEET_MAX_JOB_BYTES": str(1024 * 1024)})
+        job = self._job(sealed_target(keyring), "too-big")
+        job["messages"][0]["content"] = "x" * (3 * 1024 * 1024)
+        body = msgspec.msgpack.encode(job)
+        *_, frame = await self._send_raw(amqp_url, body, correlation_id="too-big")
+        assert isinstance(frame, Error) and frame.code == "bad_request", frame
+        (dead,) = await dead_letters()
+        assert dead.headers[t.HDR_BODY_SAMPLED] is True
+        assert dead.headers[t.HDR_BODY_BYTES] == len(body)
+        assert dead.headers[t.HDR_BODY_SHA256] == hashlib.sha256(body).hexdigest()
+        assert dead.body == body[: t.DEAD_SAMPLE_BYTES]
+        assert dead.headers[t.HDR_DEAD_USER] == USER
+
     async def test_expired_job_is_not_sent_to_the_provider(
         self, spawn_worker: SpawnWorker, client: FleetClient, keyring: Keyring, mock: RunningMock
     ) -> None:
@@ -410,7 +431,7 @@ class TestCancellation:
         )
         conn = await aio_pika.connect(amqp_url)
         channel = await conn.channel(publisher_confirms=True)
-        replies = await channel.declare_queue(exclusive=True)
+        replies = await channel.declare_queue(reply_queue_name(), exclusive=True)
         job = ChatJob(
             v=1,
             request_id="gone-1",
@@ -419,7 +440,9 @@ class TestCancellation:
         )
         exchange = await channel.get_exchange(t.JOBS_EXCHANGE)
         await exchange.publish(
-            aio_pika.Message(encode(job), reply_to=replies.name, correlation_id="gone-1"),
+            aio_pika.Message(
+                encode(job), reply_to=replies.name, user_id=USER, correlation_id="gone-1"
+            ),
             routing_key=t.QUEUE_CHAT,
         )
         await TestBadInput._get(replies)  # the start frame: the job is running
@@ -447,12 +470,13 @@ class TestDeadLetterNotice:
         conn = await aio_pika.connect(amqp_url)
         try:
             channel = await conn.channel(publisher_confirms=True)
-            replies = await channel.declare_queue(exclusive=True)
+            replies = await channel.declare_queue(reply_queue_name(), exclusive=True)
             dlx = await channel.get_exchange(t.DEAD_LETTER_EXCHANGE)
             await dlx.publish(
                 aio_pika.Message(
                     b"\x80",
                     reply_to=replies.name,
+                    user_id=USER,
                     correlation_id="poison-1",
                     headers={
                         "x-death": [{"reason": "delivery_limit", "queue": "llm.chat", "count": 1}]
@@ -543,7 +567,7 @@ class TestDurableReplies:
     ) -> None:
         from contracts import EmbedJob
 
-        queue = f"llm.reply.test-backfill-{uuid.uuid4().hex[:6]}"
+        queue = f"test-backfill-{uuid.uuid4().hex[:6]}"
         target = sealed_target(keyring, model="mock-embed")
         ids = [f"backfill-{i}" for i in range(10)]
         async with FleetClient(amqp_url, reply_queue=queue) as first:

@@ -121,10 +121,14 @@ async def test_cli_migrate(fleet_cli: RunCli, fresh_db: str, tmp_path: Path) -> 
 
 # -- the shipped migrations over a store that already has rows (issue 11) ----------------
 
+# The columns of a row as 0001 made them (later migrations add others).
+_ROW = "id, tenant, provider, name, key_id, nonce, ciphertext, created_at, updated_at, revoked_at"
+
 SHIPPED = [
     "0001_credentials.sql",
     "0002_vault_key_checks.sql",
     "0003_credentials_constraints.sql",
+    "0004_tenant_keys_and_shares.sql",
 ]
 
 
@@ -172,7 +176,7 @@ async def test_shipped_migrations_apply_over_rows_from_0001_and_name_rows_that_b
         early = await add_row(conn, created_at=created, revoked_at=created - timedelta(days=1))
         nonce = os.urandom(12)
         twins = sorted([await add_row(conn, nonce=nonce), await add_row(conn, nonce=nonce)])
-        before = await conn.fetch("SELECT * FROM credentials ORDER BY id")
+        before = await conn.fetch(f"SELECT {_ROW} FROM credentials ORDER BY id")
 
         env = {"DATABASE_URL": fresh_db, "INTEGRATION_CRYPTO_KEY": ""}
         first = await fleet_cli("migrate", env=env)
@@ -190,7 +194,7 @@ async def test_shipped_migrations_apply_over_rows_from_0001_and_name_rows_that_b
             ) in first.err, first.err
         assert "no key-check records written" in first.out
         # Nothing was changed or dropped; what no row breaks is already in force.
-        assert await conn.fetch("SELECT * FROM credentials ORDER BY id") == before
+        assert await conn.fetch(f"SELECT {_ROW} FROM credentials ORDER BY id") == before
         state = await validated(conn)
         assert state["credentials_name_not_empty"] and state["credentials_key_id_not_empty"]
         assert not state["credentials_tenant_not_empty"]
@@ -254,7 +258,10 @@ async def test_0003_gives_way_to_a_busy_table_and_a_later_run_applies_it(
         assert [r["name"] for r in applied] == ["credentials", "vault_key_checks"]
         assert "credentials_tenant_not_empty" not in await validated(conn)  # nothing half done
         await tx.rollback()
-        assert await migrate(fresh_db) == ["0003_credentials_constraints.sql"]
+        assert await migrate(fresh_db) == [
+            "0003_credentials_constraints.sql",
+            "0004_tenant_keys_and_shares.sql",
+        ]
         assert all((await validated(conn)).values())
         assert await conn.fetchval("SELECT count(*) FROM credentials WHERE id = $1", row) == 1
     finally:

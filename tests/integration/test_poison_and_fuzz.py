@@ -56,6 +56,7 @@ from tests.amqp_raw import (
 )
 from tests.integration.conftest import SpawnWorker, WorkerProc, sealed_target
 from tests.integration.test_fleet import collect, direct_text, mock_admin
+from tests.producers import USER, reply_queue_name
 from workers.crypto import Keyring
 
 pytestmark = pytest.mark.integration
@@ -112,7 +113,7 @@ async def replies(amqp_url: str) -> AsyncIterator[Replies]:
     connection = await aio_pika.connect(amqp_url)
     try:
         channel = await connection.channel()
-        queue = await channel.declare_queue(exclusive=True)
+        queue = await channel.declare_queue(reply_queue_name(), exclusive=True)
         inbox = Replies(queue.name)
         await queue.consume(inbox.on_message, no_ack=True)
         yield inbox
@@ -215,6 +216,7 @@ async def test_poison_properties_are_refused_once_and_valid_jobs_keep_flowing(
         for i, (case, defect, _, _) in enumerate(POISON):
             properties: dict[str, object] = {
                 "reply_to": replies.name,
+                "user_id": USER,
                 "correlation_id": rids[case],
                 "content_type": "application/msgpack",
                 "delivery_mode": 2,
@@ -228,6 +230,7 @@ async def test_poison_properties_are_refused_once_and_valid_jobs_keep_flowing(
         # Valid, though past what Python's datetime holds: read as absent, answered as usual.
         properties = {
             "reply_to": replies.name,
+            "user_id": USER,
             "correlation_id": far_future,
             "timestamp": 2**63 - 1,
         }
@@ -587,6 +590,7 @@ async def test_fuzzed_messages_never_disturb_valid_jobs(
                     chats.append(asyncio.create_task(collect(client, target, prompts[len(chats)])))
                 properties: dict[str, object] = {
                     "reply_to": replies.name,
+                    "user_id": USER,
                     "correlation_id": m.rid,
                     "content_type": "application/msgpack",
                     **m.properties,
@@ -675,7 +679,11 @@ async def test_a_dead_letter_copy_larger_than_the_job_does_not_cost_the_connecti
     worker = await spawn_worker()
     target = sealed_target(keyring)
     rid = f"outgrown-{uuid.uuid4().hex[:6]}"
-    properties: dict[str, object] = {"reply_to": replies.name, "correlation_id": rid}
+    properties: dict[str, object] = {
+        "reply_to": replies.name,
+        "user_id": USER,
+        "correlation_id": rid,
+    }
     async with RawPublisher(amqp_url) as publisher:
         properties["headers"] = headers_for(properties, publisher.frame_max)
         outcome = await publish_job(publisher, body or chat_body(target, rid), properties)

@@ -27,7 +27,14 @@ from providers.mock.app import MockProvider
 from providers.mock.config import MockConfig
 from providers.mock.server import RunningMock, start_mock
 from providers.registry import BUILTIN
-from tests.integration.conftest import CANARY_KEY, CliResult, RunCli, SpawnWorker, WorkerProc
+from tests.integration.conftest import (
+    CANARY_KEY,
+    TENANT,
+    CliResult,
+    RunCli,
+    SpawnWorker,
+    WorkerProc,
+)
 from tests.integration.test_fleet import mock_admin
 from workers.crypto import Keyring, seal
 from workers.vault import Vault
@@ -105,9 +112,8 @@ async def worker(spawn_worker: SpawnWorker, cloud_mock: RunningMock) -> WorkerPr
 
 def target(keyring: Keyring, package: str, model: str, fields: dict[str, str]) -> Target:
     name = spec_of(package).name
-    return Target(
-        provider=name, model=model, credential=Credential(sealed=seal(keyring, name, fields))
-    )
+    envelope = seal(keyring, name, fields, tenant=TENANT)
+    return Target(provider=name, model=model, credential=Credential(sealed=envelope))
 
 
 @pytest.mark.parametrize("package", BUILTIN)
@@ -255,7 +261,9 @@ async def test_add_with_verify_tells_a_wrong_key_from_a_wrong_place(
     await spawn_worker(env={**provider_env(cloud_mock), "FLEET_RETRY_ATTEMPTS": "1"})
 
     async def add(provider: str, fields: dict[str, str]) -> CliResult:
-        args = ("creds", "add", "--provider", provider, "--name", uuid.uuid4().hex, "--verify")
+        name = uuid.uuid4().hex
+        args = ("creds", "add", "--tenant", TENANT, "--provider", provider, "--name", name)
+        args += ("--verify",)
         return await fleet_cli(*args, stdin=json.dumps(fields))
 
     wrong_key = await add("bedrock", dict(mock_of("bedrock").credentials.wrong))

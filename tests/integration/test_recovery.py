@@ -24,6 +24,7 @@ from providers.mock.server import RunningMock
 from tests.brokers import BrokerCluster, BrokerNode
 from tests.integration.conftest import SpawnWorker, drain_queue, sealed_target
 from tests.integration.test_fleet import direct_text, mock_admin
+from tests.producers import USER, reply_queue_name
 from workers.crypto import Keyring
 
 pytestmark = pytest.mark.integration
@@ -112,7 +113,7 @@ class TestRepliesSurvive:
     ) -> None:
         await purge_fleet_queues(private_broker.url)
         await spawn_worker(env={"AMQP_URL": private_broker.url})
-        queue = f"llm.reply.restart-{uuid.uuid4().hex[:6]}"
+        queue = f"restart-{uuid.uuid4().hex[:6]}"
         target = sealed_target(keyring, model="mock-embed")
         ids = [f"restart-backfill-{i}" for i in range(10)]
         async with FleetClient(private_broker.url, reply_queue=queue) as first:
@@ -215,12 +216,14 @@ async def _publish_chat(
 ) -> aio_pika.abc.AbstractQueue:
     """Publish a chat job by hand; return the private queue its frames come back on."""
     channel = await conn.channel()
-    replies = await channel.declare_queue(exclusive=True)
+    replies = await channel.declare_queue(reply_queue_name(), exclusive=True)
     job = ChatJob(
         v=1, request_id=rid, target=target, messages=[Message(role="user", content="x")]
     )
     exchange = await channel.get_exchange(t.JOBS_EXCHANGE)
-    message = aio_pika.Message(encode(job), reply_to=replies.name, correlation_id=rid, **properties)
+    message = aio_pika.Message(
+        encode(job), reply_to=replies.name, user_id=USER, correlation_id=rid, **properties
+    )
     await exchange.publish(message, routing_key=t.QUEUE_CHAT)
     return replies
 

@@ -25,6 +25,7 @@ from contracts.client import FleetClient
 from providers.mock.server import RunningMock
 from tests.integration.conftest import SpawnWorker, WorkerProc, sealed_target
 from tests.integration.test_fleet import collect, fault_model, mock_admin
+from tests.producers import USER, reply_queue_name
 from workers.crypto import Keyring
 
 pytestmark = pytest.mark.integration
@@ -87,7 +88,7 @@ async def test_gone_reply_queue_closes_the_provider_stream(
     conn = await aio_pika.connect(amqp_url)
     try:
         channel = await conn.channel(publisher_confirms=True)
-        replies = await channel.declare_queue(exclusive=True)
+        replies = await channel.declare_queue(reply_queue_name(), exclusive=True)
         await replies.delete(if_unused=False, if_empty=False)
         job = ChatJob(
             v=1,
@@ -97,7 +98,9 @@ async def test_gone_reply_queue_closes_the_provider_stream(
         )
         exchange = await channel.get_exchange(t.JOBS_EXCHANGE)
         await exchange.publish(
-            aio_pika.Message(encode(job), reply_to=replies.name, correlation_id=job.request_id),
+            aio_pika.Message(
+                encode(job), reply_to=replies.name, user_id=USER, correlation_id=job.request_id
+            ),
             routing_key=t.QUEUE_CHAT,
         )
     finally:

@@ -31,6 +31,7 @@ from providers.mock.server import RunningMock
 from tests.integration.conftest import (
     CANARY_KEY,
     MOCK_KEY,
+    TENANT,
     RunCli,
     SpawnWorker,
     WorkerProc,
@@ -72,7 +73,17 @@ async def cli_add(
 ) -> str:
     flags = ("--verify",) if verify else ()
     res = await fleet_cli(
-        "creds", "add", "--provider", "mock", "--name", name, *flags, stdin=secret, **kw
+        "creds",
+        "add",
+        "--tenant",
+        TENANT,
+        "--provider",
+        "mock",
+        "--name",
+        name,
+        *flags,
+        stdin=secret,
+        **kw,
     )
     assert res.code == 0, res.err
     cid = res.out.strip()
@@ -113,7 +124,16 @@ async def test_add_with_verify_stores_only_what_the_provider_accepts(
     await spawn_worker()
     wrong = "sk-refused-by-the-mock-5d2e9a"
     refused = await fleet_cli(
-        "creds", "add", "--provider", "mock", "--name", "checked", "--verify", stdin=wrong
+        "creds",
+        "add",
+        "--tenant",
+        TENANT,
+        "--provider",
+        "mock",
+        "--name",
+        "checked",
+        "--verify",
+        stdin=wrong,
     )
     assert refused.code == 1, refused.out + refused.err
     assert "not stored" in refused.err and "refused the credential" in refused.err
@@ -121,7 +141,16 @@ async def test_add_with_verify_stores_only_what_the_provider_accepts(
     assert await vault_sql.fetchval("SELECT count(*) FROM credentials") == 0
 
     unknown = await fleet_cli(
-        "creds", "add", "--provider", "no-such-provider", "--name", "x", "--verify", stdin=MOCK_KEY
+        "creds",
+        "add",
+        "--tenant",
+        TENANT,
+        "--provider",
+        "no-such-provider",
+        "--name",
+        "x",
+        "--verify",
+        stdin=MOCK_KEY,
     )
     assert unknown.code == 1 and "not stored" in unknown.err, unknown.err
     assert await vault_sql.fetchval("SELECT count(*) FROM credentials") == 0
@@ -137,12 +166,25 @@ async def test_add_refuses_duplicates_and_empty_input(
     fleet_cli: RunCli, vault_sql: asyncpg.Connection
 ) -> None:
     await cli_add(fleet_cli, "dup", MOCK_KEY)
-    again = await fleet_cli("creds", "add", "--provider", "mock", "--name", "dup", stdin=MOCK_KEY)
+    again = await fleet_cli(
+        "creds", "add", "--tenant", TENANT, "--provider", "mock", "--name", "dup", stdin=MOCK_KEY
+    )
     assert again.code == 1 and "already has a live mock credential named 'dup'" in again.err
-    empty = await fleet_cli("creds", "add", "--provider", "mock", "--name", "e", stdin="  \n")
+    empty = await fleet_cli(
+        "creds", "add", "--tenant", TENANT, "--provider", "mock", "--name", "e", stdin="  \n"
+    )
     assert empty.code == 1 and "empty credential" in empty.err
     unset = await fleet_cli(
-        "creds", "add", "--provider", "mock", "--name", "e", "--from-env", "NO_SUCH_VAR_XYZ"
+        "creds",
+        "add",
+        "--tenant",
+        TENANT,
+        "--provider",
+        "mock",
+        "--name",
+        "e",
+        "--from-env",
+        "NO_SUCH_VAR_XYZ",
     )
     assert unset.code == 1 and "NO_SUCH_VAR_XYZ is not set" in unset.err
     assert await vault_sql.fetchval("SELECT count(*) FROM credentials") == 1
@@ -163,6 +205,8 @@ async def test_canary_is_not_at_rest_in_logs_or_in_listings(
     res = await fleet_cli(
         "creds",
         "add",
+        "--tenant",
+        TENANT,
         "--provider",
         "mock",
         "--name",
@@ -227,11 +271,11 @@ async def test_each_broken_credential_gets_its_clear_error(
     client: FleetClient,
     amqp_url: str,
 ) -> None:
-    good = await vault.add("t1", "mock", "good", {"api_key": MOCK_KEY})
-    donor = await vault.add("t1", "mock", "donor", {"api_key": MOCK_KEY})
-    tampered = await vault.add("t1", "mock", "tampered", {"api_key": MOCK_KEY})
-    swapped = await vault.add("t1", "mock", "swapped", {"api_key": "sk-other-key-000111"})
-    revoked = await vault.add("t1", "mock", "revoked", {"api_key": MOCK_KEY})
+    good = await vault.add(TENANT, "mock", "good", {"api_key": MOCK_KEY})
+    donor = await vault.add(TENANT, "mock", "donor", {"api_key": MOCK_KEY})
+    tampered = await vault.add(TENANT, "mock", "tampered", {"api_key": MOCK_KEY})
+    swapped = await vault.add(TENANT, "mock", "swapped", {"api_key": "sk-other-key-000111"})
+    revoked = await vault.add(TENANT, "mock", "revoked", {"api_key": MOCK_KEY})
     await spawn_worker(env=db_env(vault_db))
 
     ct = bytearray(
@@ -294,7 +338,7 @@ async def test_worker_with_a_wrong_or_missing_key_refuses_to_start(
         vault_db,
         Keyring.from_env({"INTEGRATION_CRYPTO_KEY": k1, "INTEGRATION_CRYPTO_KEYS": f"k1:{k1}"}),
     )
-    cid = await writer.add("t", "mock", "n", {"api_key": MOCK_KEY})
+    cid = await writer.add(TENANT, "mock", "n", {"api_key": MOCK_KEY})
     await writer.close()
 
     with pytest.raises(RuntimeError) as missing:
@@ -381,7 +425,7 @@ async def test_a_right_key_with_three_damaged_rows_starts_and_reports_them(
     keyring: Keyring,
     crypto_key: str,
 ) -> None:
-    ids = [await vault.add("t", "mock", f"c{i}", {"api_key": MOCK_KEY}) for i in range(5)]
+    ids = [await vault.add(TENANT, "mock", f"c{i}", {"api_key": MOCK_KEY}) for i in range(5)]
     # The three oldest: exactly the rows the old start-up check sampled, so before the
     # key-check record this store stopped every worker holding the right key.
     broken = ids[:3]
@@ -433,7 +477,7 @@ async def test_a_wrong_key_is_refused_by_the_check_record_whatever_the_rows(
 ) -> None:
     k1 = new_key()
     writer = Vault(vault_db, keys(k1, f"k1:{k1}"))
-    ids = [await writer.add("t", "mock", f"n{i}", {"api_key": MOCK_KEY}) for i in range(2)]
+    ids = [await writer.add(TENANT, "mock", f"n{i}", {"api_key": MOCK_KEY}) for i in range(2)]
     await writer.close()
     assert await vault_sql.fetchval("SELECT count(*) FROM vault_key_checks") == 1
     for cid in ids:
@@ -461,7 +505,7 @@ async def test_a_wrong_key_is_refused_by_the_check_record_whatever_the_rows(
     refused = Vault(vault_db, keys(wrong_key, f"k1:{wrong_key}"))
     try:
         with pytest.raises(Unauthorized, match="does not open its key-check record"):
-            await refused.add("t", "mock", "never", {"api_key": MOCK_KEY})
+            await refused.add(TENANT, "mock", "never", {"api_key": MOCK_KEY})
     finally:
         await refused.close()
     assert await vault_sql.fetchval("SELECT count(*) FROM credentials") == 0
@@ -472,7 +516,7 @@ async def test_rows_from_before_check_records_prove_the_key_and_the_first_open_r
 ) -> None:
     k1 = new_key()
     writer = Vault(vault_db, keys(k1, f"k1:{k1}"))
-    ids = [await writer.add("t", "mock", f"n{i}", {"api_key": MOCK_KEY}) for i in range(4)]
+    ids = [await writer.add(TENANT, "mock", f"n{i}", {"api_key": MOCK_KEY}) for i in range(4)]
     await writer.close()
     await vault_sql.execute("TRUNCATE vault_key_checks")  # as if written before 0002
     for cid in ids[:3]:
@@ -493,7 +537,7 @@ async def test_rows_from_before_check_records_prove_the_key_and_the_first_open_r
 
     # `llm-fleet migrate` records keys too, and refuses a wrong one.
     await vault_sql.execute("TRUNCATE vault_key_checks")
-    await vault_sql.execute("TRUNCATE credentials")
+    await vault_sql.execute("TRUNCATE credentials CASCADE")
     env = {"INTEGRATION_CRYPTO_KEY": k1, "INTEGRATION_CRYPTO_KEYS": f"k1:{k1}"}
     first = await fleet_cli("migrate", env=env)
     assert first.code == 0 and "key id 'k1': key-check record written" in first.out, first.err
@@ -510,7 +554,7 @@ async def test_rows_from_before_check_records_prove_the_key_and_the_first_open_r
 async def test_constraints_refuse_bad_rows_in_sql(
     vault: Vault, vault_sql: asyncpg.Connection
 ) -> None:
-    cid = await vault.add("t", "mock", "base", {"api_key": MOCK_KEY})
+    cid = await vault.add(TENANT, "mock", "base", {"api_key": MOCK_KEY})
     base = dict(
         await vault_sql.fetchrow(
             "SELECT key_id, nonce, ciphertext FROM credentials WHERE id = $1", uuid.UUID(cid)
@@ -625,7 +669,7 @@ async def test_rotation_is_resumable_and_a_worker_serves_throughout(
     k1, k2 = new_key(), new_key()
     both = f"k1:{k1},k2:{k2}"
     old = Vault(vault_db, keys(k1, both))
-    ids = [await old.add("t", "mock", f"c{i}", {"api_key": MOCK_KEY}) for i in range(30)]
+    ids = [await old.add(TENANT, "mock", f"c{i}", {"api_key": MOCK_KEY}) for i in range(30)]
     await old.revoke(ids.pop())  # revoked rows are rotated too (keys get retired later)
     await old.close()
     assert await kid_counts(vault_sql) == {"k1": 30}
@@ -675,11 +719,11 @@ async def test_rotate_reports_rows_it_cannot_read_and_leaves_them_alone(
 ) -> None:
     k0, k1, k2 = new_key(), new_key(), new_key()
     lost = Vault(vault_db, keys(k0, f"k0:{k0}"))
-    orphan = await lost.add("t", "mock", "orphan", {"api_key": MOCK_KEY})
+    orphan = await lost.add(TENANT, "mock", "orphan", {"api_key": MOCK_KEY})
     await lost.close()
     old = Vault(vault_db, keys(k1, f"k1:{k1}"))
     for i in range(5):
-        await old.add("t", "mock", f"c{i}", {"api_key": MOCK_KEY})
+        await old.add(TENANT, "mock", f"c{i}", {"api_key": MOCK_KEY})
     await old.close()
     before = await vault_sql.fetchrow("SELECT * FROM credentials WHERE id = $1", uuid.UUID(orphan))
 
@@ -758,7 +802,7 @@ async def test_database_outage_loses_no_job(
     await proxy.start()
     netloc = parts.netloc.rpartition("@")[0] + f"@127.0.0.1:{proxy.port}"
     via_proxy = urllib.parse.urlunsplit(parts._replace(netloc=netloc.lstrip("@")))
-    cid = await vault.add("t", "mock", "outage", {"api_key": MOCK_KEY})
+    cid = await vault.add(TENANT, "mock", "outage", {"api_key": MOCK_KEY})
     worker: WorkerProc = await spawn_worker(env=db_env(via_proxy))
     terminal: Counter[str] = Counter()
     client = FleetClient(amqp_url, default_timeout=90)
@@ -806,7 +850,7 @@ async def test_revocation_reaches_workers_holding_a_cached_row(
     spawn_worker: SpawnWorker, client: FleetClient, vault: Vault, vault_db: str, fleet_cli: RunCli
 ) -> None:
     """A worker caching encrypted rows for a minute refuses a credential right after revoke."""
-    cid = await vault.add("t1", "mock", "cached", {"api_key": MOCK_KEY})
+    cid = await vault.add(TENANT, "mock", "cached", {"api_key": MOCK_KEY})
     await spawn_worker(env={"DATABASE_URL": vault_db, "FLEET_VAULT_CACHE_SECONDS": "60"})
     target = Target(provider="mock", model="mock-model", credential=Credential(id=cid))
     msgs = [Message(role="user", content="cache me")]

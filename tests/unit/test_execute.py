@@ -48,6 +48,8 @@ from workers.logs import configure_logging
 from workers.reply import ReplyQueueGone
 
 KEY = "sk-crash-canary-123456"
+# The broker user a job was published by: its envelopes are sealed for it.
+TENANT = "guest"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -97,11 +99,11 @@ async def test_crash_is_logged_redacted_and_reduced_to_its_type(stream: bool) ->
         target=Target(
             provider="leaky",
             model="m",
-            credential=Credential(sealed=seal(ring, "leaky", {"api_key": KEY})),
+            credential=Credential(sealed=seal(ring, "leaky", {"api_key": KEY}, tenant=TENANT)),
         ),
     )
     with pytest.raises(ProviderCallCrashed) as info:
-        await executor.run(job, NullStream(), RunState())  # type: ignore[arg-type]
+        await executor.run(job, NullStream(), RunState(tenant=TENANT))  # type: ignore[arg-type]
     assert str(info.value) == "RuntimeError" and info.value.__cause__ is None
     logged = out.getvalue()
     assert "provider_call_crashed" in logged and "[redacted]" in logged
@@ -115,7 +117,7 @@ def sealed(ring: Keyring, provider: str, model: str = "m") -> Target:
     return Target(
         provider=provider,
         model=model,
-        credential=Credential(sealed=seal(ring, provider, {"api_key": KEY})),
+        credential=Credential(sealed=seal(ring, provider, {"api_key": KEY}, tenant=TENANT)),
     )
 
 
@@ -172,7 +174,7 @@ async def test_non_finite_numbers_are_rejected_without_a_fallback(
         # InputRejected: answered with bad_request *and* dead-lettered, as the job
         # can never succeed, on this target or any other.
         with pytest.raises(InputRejected) as info:
-            await executor.run(job, NullStream(), RunState())  # type: ignore[arg-type]
+            await executor.run(job, NullStream(), RunState(tenant=TENANT))  # type: ignore[arg-type]
     finally:
         await pool_a.aclose()
         await pool_b.aclose()
@@ -301,7 +303,7 @@ async def test_reply_stream_failure_closes_the_provider_stream_at_once(
     try:
         with loop_hygiene() as generators:
             with pytest.raises(type(exc)):
-                await executor.run(job, RaisingStream(on=3, exc=exc), RunState())  # type: ignore[arg-type]
+                await executor.run(job, RaisingStream(on=3, exc=exc), RunState(tenant=TENANT))  # type: ignore[arg-type]
             # Closed before run() returned: not when the collector gets to it.
             assert body.closed
             assert generators and all(g.ag_frame is None for g in generators)
@@ -319,7 +321,7 @@ async def test_cancelling_the_job_closes_the_provider_stream_at_once() -> None:
     try:
         with loop_hygiene() as generators:
             stream = RaisingStream(on=3, on_token=mid_stream.set)
-            task = asyncio.create_task(executor.run(job, stream, RunState()))  # type: ignore[arg-type]
+            task = asyncio.create_task(executor.run(job, stream, RunState(tenant=TENANT)))  # type: ignore[arg-type]
             await mid_stream.wait()
             task.cancel()  # what a producer's cancel, a lost broker or shutdown does
             with pytest.raises(asyncio.CancelledError):
@@ -355,7 +357,7 @@ async def test_reply_queue_gone_hangs_up_on_a_real_http_provider() -> None:
             with pytest.raises(ReplyQueueGone):
                 # Fails on the second token, while the provider still owes 20+ more.
                 stream = RaisingStream(on=2, exc=ReplyQueueGone("amq.gen-x"))
-                await executor.run(job, stream, RunState())  # type: ignore[arg-type]
+                await executor.run(job, stream, RunState(tenant=TENANT))  # type: ignore[arg-type]
             for _ in range(200):  # the server notices the hang-up on its next loop turns
                 stats = (await admin.get("/stats")).json()
                 if not stats["open_streams"]:
@@ -430,7 +432,7 @@ async def test_a_streamed_refusal_reaches_deltas_and_the_final_message() -> None
     registry.register_adapter("refuser", Refuser())
     stream = Recording()
     executor = Executor(registry, CredentialResolver(ring), RetryPolicy())
-    fields = await executor.run(chat_job(ring, "refuser"), stream, RunState())  # type: ignore[arg-type]
+    fields = await executor.run(chat_job(ring, "refuser"), stream, RunState(tenant=TENANT))  # type: ignore[arg-type]
     assert stream.sent == [("refusal", "I can't"), ("refusal", " help.")]
     assert fields["message"].refusal == "I can't help."
     assert fields["message"].content is None and fields["finish_reason"] == "stop"
@@ -444,15 +446,15 @@ async def test_capabilities_decide_before_any_call() -> None:
     )  # no STREAM, no TOOLS
     executor = Executor(registry, CredentialResolver(ring), RetryPolicy())
     stream = Recording()
-    fields = await executor.run(chat_job(ring, "plain"), stream, RunState())  # type: ignore[arg-type]
+    fields = await executor.run(chat_job(ring, "plain"), stream, RunState(tenant=TENANT))  # type: ignore[arg-type]
     assert stream.sent == [("text", "whole answer")]
     assert fields["message"].content == "whole answer"
     with pytest.raises(BadRequest, match="provider 'plain' does not support tools"):
         job = chat_job(ring, "plain", tools=[Tool(name="t")])
-        await executor.run(job, Recording(), RunState())  # type: ignore[arg-type]
+        await executor.run(job, Recording(), RunState(tenant=TENANT))  # type: ignore[arg-type]
     with pytest.raises(BadRequest, match="provider 'plain' does not support embed"):
         embed = EmbedJob(v=1, request_id="e", inputs=["a"], target=sealed(ring, "plain"))
-        await executor.run(embed, Recording(), RunState())  # type: ignore[arg-type]
+        await executor.run(embed, Recording(), RunState(tenant=TENANT))  # type: ignore[arg-type]
 
 
 async def test_an_unstreamed_answer_sends_its_refusal_and_tool_calls_as_deltas() -> None:
@@ -466,7 +468,7 @@ async def test_an_unstreamed_answer_sends_its_refusal_and_tool_calls_as_deltas()
     registry.register(ProviderSpec.custom("plain", Capability.CHAT), ChatOnly(answer))
     executor = Executor(registry, CredentialResolver(ring), RetryPolicy())
     stream = Recording()
-    await executor.run(chat_job(ring, "plain"), stream, RunState())  # type: ignore[arg-type]
+    await executor.run(chat_job(ring, "plain"), stream, RunState(tenant=TENANT))  # type: ignore[arg-type]
     assert stream.sent == [
         ("refusal", "I can't help."),
         ("tool", ToolCallDelta(index=0, id="c1", name="f", arguments="{}")),

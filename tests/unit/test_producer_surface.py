@@ -130,7 +130,9 @@ class Channel:
 
 
 def stream_on(channel: Channel) -> ReplyStream:
-    publisher = ReplyPublisher(channel, CoalesceSettings(interval=0.0, start_hold=0.0))  # type: ignore[arg-type]
+    publisher = ReplyPublisher(
+        channel, CoalesceSettings(interval=0.0, start_hold=0.0), user="llm-fleet-worker"
+    )  # type: ignore[arg-type]
     return ReplyStream(publisher, reply_to="q", request_id="r", attempt=1)
 
 

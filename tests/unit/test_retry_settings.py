@@ -113,13 +113,17 @@ class AlwaysDown:
         raise ProviderUnavailable("down", provider_status=503)
 
 
+# The broker user a job was published by: its envelopes are sealed for it.
+TENANT = "guest"
+
+
 def ring() -> Keyring:
     return Keyring.from_env({"INTEGRATION_CRYPTO_KEY": base64.b64encode(os.urandom(32)).decode()})
 
 
 def chat_job(keyring: Keyring, provider: str, *fallbacks: str) -> ChatJob:
     def target(name: str) -> Target:
-        sealed = seal(keyring, name, {"api_key": "k"})
+        sealed = seal(keyring, name, {"api_key": "k"}, tenant=TENANT)
         return Target(provider=name, model="m", credential=Credential(sealed=sealed))
 
     return ChatJob(
@@ -150,7 +154,7 @@ async def test_each_target_is_retried_under_its_providers_policy() -> None:
     executor = Executor(registry, CredentialResolver(keyring), policies)
     job = chat_job(keyring, "hasty", "patient")
     with pytest.raises(ProviderUnavailable):
-        await executor.run(job, NullStream(), RunState())  # type: ignore[arg-type]
+        await executor.run(job, NullStream(), RunState(tenant=TENANT))  # type: ignore[arg-type]
     assert adapters["hasty"].calls == 1
     assert adapters["patient"].calls == 4
 
@@ -162,7 +166,7 @@ async def test_a_single_policy_still_applies_to_every_provider() -> None:
     registry.register_adapter("p", adapter)
     executor = Executor(registry, CredentialResolver(keyring), fast(3))
     with pytest.raises(ProviderUnavailable):
-        await executor.run(chat_job(keyring, "p"), NullStream(), RunState())  # type: ignore[arg-type]
+        await executor.run(chat_job(keyring, "p"), NullStream(), RunState(tenant=TENANT))  # type: ignore[arg-type]
     assert adapter.calls == 3
 
 

@@ -1,22 +1,29 @@
-"""Vault rows: associated data binds a ciphertext to its row; errors never carry plaintext."""
+"""Vault rows: associated data binds a ciphertext to its row and owner; errors never carry
+plaintext. Rows written the scheme-1 way (the fleet key itself) keep opening."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
+import json
 import os
 import uuid
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from contracts.errors import Unauthorized
 from workers.crypto import Keyring
 from workers.migrate import MigrationError, load_migrations
 from workers.vault import (
+    LEGACY_SCHEME,
+    SCHEME,
     SealedRow,
     _RowCache,
     decrypt_row,
     encrypt_fields,
+    legacy_row_aad,
     parse_id,
     reencrypt_row,
 )
@@ -34,9 +41,22 @@ def keyring(**named: bytes) -> Keyring:
     )
 
 
-def sealed(ring: Keyring, cid: str, provider: str = "openai") -> SealedRow:
-    kid, nonce, ct = encrypt_fields(ring, cid, provider, {"api_key": PLAIN, "base_url": "http://x"})
-    return SealedRow(cid, provider, kid, nonce, ct, revoked=False)
+def sealed(ring: Keyring, cid: str, provider: str = "openai", tenant: str = "a") -> SealedRow:
+    fields = {"api_key": PLAIN, "base_url": "http://x"}
+    kid, nonce, ct = encrypt_fields(ring, cid, provider, tenant, fields)
+    return SealedRow(cid, tenant, provider, kid, nonce, ct, revoked=False)
+
+
+def moved(row: SealedRow, **to: object) -> SealedRow:
+    return dataclasses.replace(row, **to)  # type: ignore[arg-type]
+
+
+def legacy(raw_key: bytes, kid: str, cid: str, tenant: str = "a") -> SealedRow:
+    """A row as written before scheme 2: the fleet key itself, AAD without the tenant."""
+    nonce = os.urandom(12)
+    plaintext = json.dumps({"api_key": PLAIN}).encode()
+    ct = AESGCM(raw_key).encrypt(nonce, plaintext, legacy_row_aad(cid, "openai"))
+    return SealedRow(cid, tenant, "openai", kid, nonce, ct, False, scheme=LEGACY_SCHEME)
 
 
 def refused(ring: Keyring, row: SealedRow) -> str:
@@ -53,19 +73,36 @@ def test_a_row_opens_only_as_itself() -> None:
     secret = decrypt_row(ring, row)
     assert secret.api_key == PLAIN and secret.get("base_url") == "http://x"
     assert PLAIN not in repr(secret)
-    moved = SealedRow(b, row.provider, row.key_id, row.nonce, row.ciphertext, False)
-    assert "does not decrypt" in refused(ring, moved)
-    relabelled = SealedRow(a, "anthropic", row.key_id, row.nonce, row.ciphertext, False)
-    assert "does not decrypt" in refused(ring, relabelled)
+    assert "does not decrypt" in refused(ring, moved(row, id=b))
+    assert "does not decrypt" in refused(ring, moved(row, provider="anthropic"))
+    assert "does not decrypt" in refused(ring, moved(row, tenant="b"))  # relabelled owner
     flipped = bytes([row.ciphertext[0] ^ 1]) + row.ciphertext[1:]
-    tampered = SealedRow(a, "openai", "k1", row.nonce, flipped, False)
-    assert "does not decrypt" in refused(ring, tampered)
+    assert "does not decrypt" in refused(ring, moved(row, ciphertext=flipped))
+    # Not under the fleet key itself, whatever the scheme column claims.
+    assert "does not decrypt" in refused(ring, moved(row, scheme=LEGACY_SCHEME))
+
+
+def test_a_legacy_row_opens_and_rotation_makes_it_scheme_2() -> None:
+    raw = os.urandom(32)
+    ring = keyring(k1=raw)
+    cid = str(uuid.uuid4())
+    old = legacy(raw, "k1", cid, tenant="a")
+    assert decrypt_row(ring, old).api_key == PLAIN
+    # Scheme 1 does not bind the owner: the reason rows are upgraded.
+    assert decrypt_row(ring, moved(old, tenant="b")).api_key == PLAIN
+    kid, nonce, ct = reencrypt_row(ring, old)
+    new = SealedRow(cid, "a", "openai", kid, nonce, ct, False, scheme=SCHEME)
+    assert decrypt_row(ring, new).api_key == PLAIN
+    assert "does not decrypt" in refused(ring, moved(new, tenant="b"))
+    with pytest.raises(Exception):  # noqa: B017 - InvalidTag: the fleet key opens nothing new
+        AESGCM(raw).decrypt(nonce, ct, legacy_row_aad(cid, "openai"))
 
 
 def test_missing_and_wrong_keys_are_named() -> None:
     k1, k2 = os.urandom(32), os.urandom(32)
     row = sealed(keyring(k1=k1), str(uuid.uuid4()))
     assert "key id 'k1'" in refused(keyring(k2=k2), row)
+    assert "key id 'k1'" in refused(keyring(k2=k2), legacy(k1, "k1", row.id))
     assert "does not decrypt with key id 'k1'" in refused(keyring(k1=os.urandom(32)), row)
 
 
@@ -76,8 +113,8 @@ def test_reencrypt_moves_a_row_to_the_active_key() -> None:
     both = keyring(k2=k2, k1=k1)  # first named key is the active one
     kid, nonce, ct = reencrypt_row(both, row)
     assert kid == "k2" and nonce != row.nonce
-    moved = SealedRow(cid, "openai", kid, nonce, ct, False)
-    assert decrypt_row(keyring(k2=k2), moved).api_key == PLAIN
+    rotated = SealedRow(cid, "a", "openai", kid, nonce, ct, False)
+    assert decrypt_row(keyring(k2=k2), rotated).api_key == PLAIN
 
 
 def test_parse_id() -> None:

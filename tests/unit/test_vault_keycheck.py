@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import uuid
 
 import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from contracts.errors import Unauthorized
 from workers.crypto import Keyring
 from workers.vault import (
+    LEGACY_SCHEME,
+    SCHEME,
     KeyCheck,
     RowDamaged,
     RowJudge,
@@ -39,13 +44,13 @@ def ring(active: bytes, **named: bytes) -> Keyring:
 
 def row(keyring: Keyring, provider: str = "openai") -> SealedRow:
     cid = str(uuid.uuid4())
-    kid, nonce, ct = encrypt_fields(keyring, cid, provider, {"api_key": PLAIN})
-    return SealedRow(cid, provider, kid, nonce, ct, revoked=False)
+    kid, nonce, ct = encrypt_fields(keyring, cid, provider, "t", {"api_key": PLAIN})
+    return SealedRow(cid, "t", provider, kid, nonce, ct, revoked=False)
 
 
 def damaged(r: SealedRow) -> SealedRow:
     flipped = bytes([r.ciphertext[0] ^ 1]) + r.ciphertext[1:]
-    return SealedRow(r.id, r.provider, r.key_id, r.nonce, flipped, r.revoked)
+    return dataclasses.replace(r, ciphertext=flipped)
 
 
 def test_a_check_record_opens_only_with_the_key_that_wrote_it() -> None:
@@ -69,10 +74,11 @@ def test_a_check_record_is_bound_to_its_key_id_and_purpose() -> None:
     assert not relabelled.opens_with(both)
     # Nothing secret in it: the plaintext is public and names the key id.
     assert b"k1" in key_check_text("k1") and PLAIN.encode() not in key_check_text("k1")
-    # Its associated data can never be a credential row's, so neither passes for the other.
+    # Its associated data can never be a credential row's, so neither passes for the other
+    # (and, since scheme 2, a record is written under a key of its own).
     assert key_check_aad("k1").startswith(b"llm-fleet:key-check:")
-    assert row_aad("k1", "openai").startswith(b"llm-fleet:vault:")
-    as_row = SealedRow(str(uuid.uuid4()), "openai", "k1", check.nonce, check.ciphertext, False)
+    assert row_aad("k1", "openai", "t").startswith(b'["llm-fleet:vault"')
+    as_row = SealedRow(str(uuid.uuid4()), "t", "openai", "k1", check.nonce, check.ciphertext, False)
     with pytest.raises(RowSealedShut):
         decrypt_row(both, as_row)
     r = row(both)
@@ -82,8 +88,24 @@ def test_a_check_record_is_bound_to_its_key_id_and_purpose() -> None:
 def test_a_record_whose_text_is_not_the_check_text_does_not_count() -> None:
     key = os.urandom(32)
     keyring = ring(key, k1=key)
-    nonce, ct = keyring.encrypt_under("k1", b"something else", key_check_aad("k1"))
+    nonce, ct = keyring.encrypt_under("k1", b"something else", key_check_aad("k1"), "check")
     assert not KeyCheck("k1", nonce, ct).opens_with(keyring)
+
+
+def test_records_written_with_the_fleet_key_itself_still_prove_it() -> None:
+    key = os.urandom(32)
+    keyring = ring(key, k1=key)
+    nonce = os.urandom(12)
+    ct = AESGCM(key).encrypt(nonce, key_check_text("k1"), key_check_aad("k1"))
+    assert KeyCheck("k1", nonce, ct, scheme=LEGACY_SCHEME).opens_with(keyring)
+    assert not KeyCheck("k1", nonce, ct).opens_with(keyring)  # not a scheme-2 record
+    other = os.urandom(32)
+    assert not KeyCheck("k1", nonce, ct, scheme=LEGACY_SCHEME).opens_with(ring(other, k1=other))
+    # A new record is under the key-check key, never the fleet key itself.
+    new = KeyCheck.make(keyring, "k1")
+    assert new.scheme == SCHEME
+    with pytest.raises(InvalidTag):
+        AESGCM(key).decrypt(new.nonce, new.ciphertext, key_check_aad("k1"))
 
 
 def test_probe_row_tells_fine_damaged_shut_and_keyless_rows_apart() -> None:
@@ -94,8 +116,8 @@ def test_probe_row_tells_fine_damaged_shut_and_keyless_rows_apart() -> None:
     assert probe_row(keyring, damaged(good)) == "sealed_shut"
     assert probe_row(ring(os.urandom(32)), good) == "no_key"
     cid = str(uuid.uuid4())
-    n, c = keyring.encrypt_under("k1", b"[1, 2]", row_aad(cid, "openai"))
-    not_a_map = SealedRow(cid, "openai", "k1", n, c, False)
+    n, c = keyring.encrypt_under("k1", b"[1, 2]", row_aad(cid, "openai", "t"))
+    not_a_map = SealedRow(cid, "t", "openai", "k1", n, c, False)
     assert probe_row(keyring, not_a_map) == "damaged"
     with pytest.raises(RowDamaged) as info:
         decrypt_row(keyring, not_a_map)
