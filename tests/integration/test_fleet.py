@@ -490,6 +490,47 @@ class TestDeadLetterNotice:
         assert isinstance(frame, Error) and frame.request_id == "poison-1"
         assert frame.code == "internal" and "delivery_limit" in frame.message
 
+    @pytest.mark.parametrize(
+        ("owner", "death"),
+        [
+            (USER, None),  # no broker record: not a dead-lettered job
+            (USER, [{"reason": "rejected", "queue": "llm.elsewhere"}]),  # not a job queue
+            ("someone-else", [{"reason": "delivery_limit", "queue": "llm.chat"}]),
+        ],
+        ids=["no-x-death", "not-a-job-queue", "queue-of-another-login"],
+    )
+    async def test_notices_nobody_can_attribute_go_unanswered(
+        self,
+        spawn_worker: SpawnWorker,
+        amqp_url: str,
+        owner: str,
+        death: list[dict[str, str]] | None,
+    ) -> None:
+        worker = await spawn_worker()
+        conn = await aio_pika.connect(amqp_url)
+        try:
+            channel = await conn.channel(publisher_confirms=True)
+            replies = await channel.declare_queue(reply_queue_name(owner), exclusive=True)
+            dlx = await channel.get_exchange(t.DEAD_LETTER_EXCHANGE)
+            headers = {} if death is None else {"x-death": death}
+            await dlx.publish(
+                aio_pika.Message(
+                    b"\x80",
+                    reply_to=replies.name,
+                    user_id=USER,
+                    correlation_id="notice-1",
+                    headers=headers,
+                ),
+                routing_key="",
+            )
+            give_up = time.monotonic() + 10
+            while "dead_notice_unattributable" not in worker.logs():
+                assert time.monotonic() < give_up, worker.logs()
+                await asyncio.sleep(0.05)
+            assert await replies.get(fail=False, no_ack=True) is None
+        finally:
+            await conn.close()
+
 
 class TestProviderFailures:
     async def test_connection_dropped_mid_stream_is_reported_not_retried(
