@@ -109,6 +109,8 @@ def owns_reply_queue(user: str, queue: str) -> bool:
     `llm.reply.a.b.x` (user `a.b`'s queue).
     """
     prefix = reply_queue_prefix(user)
-    return bool(user) and queue.startswith(prefix) and (
-        REPLY_TOKEN_RE.fullmatch(queue[len(prefix) :]) is not None
+    return (
+        bool(user)
+        and queue.startswith(prefix)
+        and (REPLY_TOKEN_RE.fullmatch(queue[len(prefix) :]) is not None)
     )

@@ -354,9 +354,7 @@ class BrokerNode(_Started):
 
     def _env(self) -> dict[str, str]:
         d = self.dir
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))
-        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
         env.update(
             HOME=str(d / "home"),
             RABBITMQ_NODENAME=self.name,
@@ -775,8 +773,9 @@ class PrivatePostgres(_Started):
         while not self._ready(self._proc.pid):
             if self._proc.poll() is not None or time.monotonic() > give_up:
                 self.kill()
-                raise HarnessError(f"PostgreSQL on port {self.port} did not start\n"
-                                   f"{_tail(self.log_file)}")
+                raise HarnessError(
+                    f"PostgreSQL on port {self.port} did not start\n{_tail(self.log_file)}"
+                )
             time.sleep(0.05)
 
     def stop(self, mode: str = "fast", timeout: float = 60.0) -> None:

@@ -253,7 +253,7 @@ async def _expected(base_url: str, prompts: list[str]) -> dict[str, str]:
         async def one(prompt: str) -> tuple[str, str]:
             async with lanes:
                 r = await http.post(
-                f"{base_url}/chat/completions",
+                    f"{base_url}/chat/completions",
                     headers={"Authorization": f"Bearer {MOCK_KEY}"},
                     json={
                         "model": "mock-chaos",

@@ -71,10 +71,7 @@ async def test_quorum_message_survives_private_node_stop_start(private_broker: B
             await aio_pika.connect(private_broker.url)
     finally:
         await asyncio.to_thread(private_broker.start)
-    print(
-        f"\nprivate node: stop {stopped - started:.1f}s, "
-        f"start {time.monotonic() - stopped:.1f}s"
-    )
+    print(f"\nprivate node: stop {stopped - started:.1f}s, start {time.monotonic() - stopped:.1f}s")
 
     conn = await aio_pika.connect(private_broker.url)
     try:

@@ -195,9 +195,7 @@ class TestNotices:
         await spawn_worker(queues="llm.embed")
         conn = await aio_pika.connect(amqp_url)
         try:
-            replies = await _publish_chat(
-                conn, sealed_target(keyring), "expire-1", expiration=0.05
-            )
+            replies = await _publish_chat(conn, sealed_target(keyring), "expire-1", expiration=0.05)
             frames: list[Any] = []
             await _until(lambda: bool(frames), replies, frames)
         finally:
@@ -217,9 +215,7 @@ async def _publish_chat(
     """Publish a chat job by hand; return the private queue its frames come back on."""
     channel = await conn.channel()
     replies = await channel.declare_queue(reply_queue_name(), exclusive=True)
-    job = ChatJob(
-        v=1, request_id=rid, target=target, messages=[Message(role="user", content="x")]
-    )
+    job = ChatJob(v=1, request_id=rid, target=target, messages=[Message(role="user", content="x")])
     exchange = await channel.get_exchange(t.JOBS_EXCHANGE)
     message = aio_pika.Message(
         encode(job), reply_to=replies.name, user_id=USER, correlation_id=rid, **properties
@@ -261,4 +257,3 @@ def _queue_node(cluster: BrokerCluster, queue: str) -> str:
         if len(parts) == 2 and parts[0] == queue:
             return parts[1].strip("<>").split(".")[0]
     raise AssertionError(f"no queue {queue}")
-
