@@ -33,7 +33,7 @@ import logging
 import os
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -252,6 +252,9 @@ class FleetClient:
         self._inboxes: dict[str, _Inbox] = {}
         self._pending: dict[str, _Pending] = {}
         # Terminal frames nobody is waiting for, with the message to ack once taken.
+        # Requests this client gave up on or saw answered: their late frames (after a
+        # cancel, a timeout, a resubmission) are expected, not strangers'.
+        self._finished: OrderedDict[str, None] = OrderedDict()
         self._unclaimed: asyncio.Queue[tuple[list[Final | Error], DeliveredMessage]] = (
             asyncio.Queue()
         )
@@ -643,7 +646,7 @@ class FleetClient:
                     retryable=True,
                 ) from None
         finally:
-            self._inboxes.pop(rid, None)
+            self._forget(rid)
 
     async def request(
         self, job: Job, *, batch: bool = False, deadline: float | None = None
@@ -693,11 +696,18 @@ class FleetClient:
                     raise item
                 yield item
         finally:
-            self._inboxes.pop(rid, None)
             self._pending.pop(rid, None)
+            self._forget(rid)
             if not done:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.cancel(rid))
+
+    def _forget(self, rid: str) -> None:
+        """Stop waiting for `rid`; its late frames are then dropped quietly."""
+        self._inboxes.pop(rid, None)
+        self._finished[rid] = None
+        if len(self._finished) > _FINISHED_MEMORY:
+            self._finished.popitem(last=False)
 
     async def _send(self, pending: _Pending, give_up: float) -> None:
         """Publish until the broker confirms. A publish cut off by a lost connection
@@ -862,7 +872,7 @@ class FleetClient:
                 pending = self._pending.get(frame.request_id)
                 if pending is None or pending.submission == frame.submission:
                     unclaimed.append(frame)
-            elif frame.request_id not in self._pending:
+            elif frame.request_id not in self._pending and frame.request_id not in self._finished:
                 unknown += 1
         if unknown:
             self._drop("unknown_request", message, unknown)
@@ -873,6 +883,7 @@ class FleetClient:
 
 
 _LOGGED_DROPS = 10  # per reason; `dropped_frames` keeps counting
+_FINISHED_MEMORY = 10_000  # request ids whose late frames are not counted as strangers'
 
 # Channel errors the broker raises over one message (too big, a user_id that is
 # not the login, no rights on the exchange, no such exchange).

@@ -133,3 +133,10 @@ class TestFrameFilter:
         await client._on_reply(_message(_final("someone-elses"), "fleet-w"))
         assert queue.empty()
         assert client.dropped_frames["unknown_request"] == 1
+
+    async def test_late_frames_of_own_requests_are_not_strangers(self) -> None:
+        """After a cancel or a timeout the worker may still answer: expected, not counted."""
+        client, queue = await self._client_waiting_for("r1")
+        client._forget("r1")
+        await client._on_reply(_message(_final("r1"), "fleet-w"))
+        assert queue.empty() and not client.dropped_frames
