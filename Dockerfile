@@ -5,7 +5,7 @@ COPY pyproject.toml README.md ./
 COPY contracts contracts
 COPY providers providers
 COPY workers workers
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[otel]'
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 fleet

@@ -87,6 +87,7 @@ from contracts.jobs import (
     VerifyJob,
     job_kind,
 )
+from contracts.tracing import with_trace_context
 
 # stdlib logging: producers import `contracts` without the worker's logging stack.
 log = logging.getLogger("llm_fleet.client")
@@ -742,6 +743,10 @@ class FleetClient:
         job = pending.job
         if pending.submission != job.submission:
             job = pending.job = msgspec.structs.replace(job, submission=pending.submission)
+        if pending.submission == 0:
+            # Taken from the caller's span on the first publish, then kept: a job
+            # published again (from the reconnect task) stays in the caller's trace.
+            job = pending.job = with_trace_context(job)
         queue = t.QUEUE_BATCH if pending.batch else t.DEFAULT_QUEUE_FOR_KIND[job_kind(job)]
         body = encode(job)
         if len(body) > t.BROKER_MAX_MESSAGE_BYTES:

@@ -76,6 +76,18 @@ class Metrics(Struct, kw_only=True, omit_defaults=True):
     total_ms: float = 0.0  # worker start → final frame
     retries: int = 0
     frames: int = 0
+    # What the answer cost by the fleet's price table, in US dollars; None when the
+    # table does not know the provider and model (unknown, which is not free).
+    cost_usd: float | None = None
+
+
+class NamedMetric(Struct, kw_only=True):
+    """One metric under the name the system the fleet replaces used (`TIME_TAKEN`,
+    `INPUT_TOKEN`, `COST`…), its value as text, for producers that read those."""
+
+    name: str
+    value: str
+    description: str = ""
 
 
 class Answered(Struct, kw_only=True):
@@ -120,6 +132,7 @@ class Final(FrameBase, tag="final"):
     embeddings: Embeddings | None = None
     rerank: list[RerankItem] | None = None
     verify: VerifyInfo | None = None
+    named_metrics: list[NamedMetric] = msgspec.field(default_factory=list)
 
 
 class Error(FrameBase, tag="error"):

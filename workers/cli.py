@@ -11,6 +11,8 @@ from typing import Any
 import click
 
 from contracts.sealing import parse_ttl
+from workers.cli_audit import audit
+from workers.cli_prices import prices_cmd
 from workers.cli_tenants import tenants
 from workers.cli_vault import creds, migrate_cmd
 from workers.config import ConfigError, Settings
@@ -278,6 +280,8 @@ def demo(n_workers: int, texts: int, prompt: str) -> None:
 main.add_command(migrate_cmd)
 main.add_command(creds)
 main.add_command(tenants)
+main.add_command(audit)
+main.add_command(prices_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

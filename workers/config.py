@@ -181,6 +181,108 @@ def retry_policies(env: Mapping[str, str]) -> RetryPolicies:
     )
 
 
+_SWITCH = {"on": True, "true": True, "1": True, "yes": True,
+           "off": False, "false": False, "0": False, "no": False}  # fmt: skip
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    if name not in env:
+        return default
+    try:
+        return _SWITCH[env[name].strip().lower()]
+    except KeyError:
+        raise ConfigError(
+            f"{name} must be on or off (or true/false, 1/0); got {env[name]!r}"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """The audit trail (`workers/audit.py`): a row per settled attempt, written before the ack.
+
+    Rows of many jobs go in one statement: a batch leaves when `batch_rows` rows
+    wait or `batch_wait` seconds after its first row arrived, one batch at a time
+    (the next collects meanwhile). `bodies` also stores scrubbed request and
+    response bodies. Settings() leaves it off; from_env turns it on when
+    DATABASE_URL is set, unless FLEET_AUDIT=off.
+    """
+
+    enabled: bool = False
+    batch_wait: float = 0.002
+    batch_rows: int = 500
+    bodies: bool = False
+
+
+def audit_settings(env: Mapping[str, str], database_url: str) -> AuditSettings:
+    """FLEET_AUDIT, FLEET_AUDIT_BATCH_MS, FLEET_AUDIT_BATCH_ROWS, FLEET_AUDIT_BODIES."""
+    audit = AuditSettings(
+        enabled=_switch(env, "FLEET_AUDIT", bool(database_url)),
+        batch_wait=_float(env, "FLEET_AUDIT_BATCH_MS", 2.0) / 1000.0,
+        batch_rows=_int(env, "FLEET_AUDIT_BATCH_ROWS", 500),
+        bodies=_switch(env, "FLEET_AUDIT_BODIES", False),
+    )
+    if audit.enabled and not database_url:
+        raise ConfigError("FLEET_AUDIT=on needs DATABASE_URL: the audit trail is in PostgreSQL")
+    if not (math.isfinite(audit.batch_wait) and 0 <= audit.batch_wait <= 1):
+        raise ConfigError("FLEET_AUDIT_BATCH_MS must be 0 to 1000 (milliseconds)")
+    if not 1 <= audit.batch_rows <= 10_000:
+        raise ConfigError(f"FLEET_AUDIT_BATCH_ROWS must be 1 to 10000, got {audit.batch_rows}")
+    return audit
+
+
+# OTEL_TRACES_EXPORTER values the worker can honour (the SDK's others need plugins).
+TRACE_EXPORTERS = ("otlp", "console")
+DEFAULT_SERVICE_NAME = "llm-fleet-worker"
+
+
+@dataclass(frozen=True, slots=True)
+class TracingSettings:
+    """Traces (`workers/tracing.py`), off unless an exporter is configured.
+
+    Read from OpenTelemetry's own variables: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or
+    OTEL_EXPORTER_OTLP_ENDPOINT (+ /v1/traces) turn the OTLP exporter on;
+    OTEL_TRACES_EXPORTER names exporters outright (otlp, console, none);
+    OTEL_SDK_DISABLED=true turns everything off. The SDK reads the rest itself
+    (OTEL_EXPORTER_OTLP_HEADERS, OTEL_TRACES_SAMPLER, OTEL_BSP_*, OTEL_RESOURCE_ATTRIBUTES).
+    """
+
+    exporters: tuple[str, ...] = ()  # () = off
+    endpoint: str = ""  # the OTLP/HTTP traces URL; "" = the exporter's default
+    service_name: str = DEFAULT_SERVICE_NAME
+
+
+def tracing_settings(env: Mapping[str, str]) -> TracingSettings:
+    service_name = env.get("OTEL_SERVICE_NAME", "").strip() or DEFAULT_SERVICE_NAME
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return TracingSettings(service_name=service_name)
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if not endpoint and base:
+        endpoint = base.rstrip("/") + "/v1/traces"
+    named = [n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "").split(",")]
+    named = [n for n in named if n]
+    exporters = tuple(n for n in named if n != "none") if named else (("otlp",) if endpoint else ())
+    unknown = [n for n in exporters if n not in TRACE_EXPORTERS]
+    if unknown:
+        raise ConfigError(
+            f"OTEL_TRACES_EXPORTER names {', '.join(unknown)}; this worker exports traces "
+            f"with {', '.join(TRACE_EXPORTERS)} (or none)"
+        )
+    if endpoint:
+        parts = urllib.parse.urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"the OTLP traces endpoint must be an http(s) URL, got {endpoint!r}")
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+    )
+    if "otlp" in exporters and protocol.strip() != "http/protobuf":
+        raise ConfigError(
+            f"OTLP protocol {protocol!r} is not supported: the worker exports OTLP over "
+            "HTTP (http/protobuf); point it at the collector's HTTP port (4318)"
+        )
+    return TracingSettings(exporters=exporters, endpoint=endpoint, service_name=service_name)
+
+
 @dataclass(frozen=True, slots=True)
 class CoalesceSettings:
     """How frames are batched so the AMQP message rate does not follow the token rate.
@@ -219,12 +321,16 @@ class Settings:
     provider_urls: Mapping[str, str] = field(default_factory=dict)
     provider_token_urls: Mapping[str, str] = field(default_factory=dict)
     coalesce: CoalesceSettings = field(default_factory=CoalesceSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     retry: RetryPolicies = field(default_factory=RetryPolicies)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     reconnect_initial: float = 0.2
     reconnect_cap: float = 30.0
     log_format: LogFormat = "json"
     log_level: str = "INFO"
+    # An operator's price file over the shipped table (workers/prices.py); "" = none.
+    prices_file: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -249,11 +355,14 @@ class Settings:
             provider_urls=url_pairs(env, "FLEET_PROVIDER_URLS"),
             provider_token_urls=url_pairs(env, "FLEET_PROVIDER_TOKEN_URLS"),
             retry=retry_policies(env),
+            tracing=tracing_settings(env),
             coalesce=CoalesceSettings(
                 interval=_float(env, "FLEET_COALESCE_MS", 2.0) / 1000.0,
                 max_message_bytes=_int(env, "FLEET_REPLY_MAX_BYTES", 1 << 20),
             ),
             log_level=env.get("FLEET_LOG_LEVEL", "INFO"),
+            audit=audit_settings(env, env.get("DATABASE_URL", DEFAULT_DATABASE_URL)),
+            prices_file=env.get("FLEET_PRICES_FILE", ""),
             http=HttpSettings(
                 backend="httpcore" if env.get("FLEET_HTTP_BACKEND") == "httpcore" else "aiohttp",
                 connect_timeout=_float(env, "FLEET_HTTP_CONNECT_TIMEOUT", 5.0),

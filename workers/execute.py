@@ -36,10 +36,12 @@ from providers.core.types import (
 from providers.options import ModelOptions
 from providers.registry import Provider, ProviderRegistry
 from providers.retry import RetryPolicies, RetryPolicy, call_with_retry, stream_with_retry
+from workers.audit_rows import scrubbed_json
 from workers.config import ConfigError
 from workers.credentials import CredentialResolver
 from workers.logs import LIVE_SECRETS
 from workers.reply import ReplyQueueGone, ReplyStream
+from workers.tracing import JobTracer, note_retry
 
 log = structlog.get_logger("llm_fleet.job")
 T = TypeVar("T")
@@ -79,6 +81,15 @@ class RunState:
     # The tenant the broker says sent the job (its validated user_id): the only
     # one whose credentials (and those shared with it) the job may use.
     tenant: str = ""
+    # Targets tried before the one now running (each failed over to the next).
+    tried: list[Target] = field(default_factory=list)
+    # The target being tried now, and at the end the one that answered (or failed last).
+    target: Target | None = None
+    # The provider's id for the last call that failed (x-request-id and the like).
+    provider_request_id: str | None = None
+    # Scrubbed JSON of the job and of the answer, kept only with FLEET_AUDIT_BODIES.
+    request_body: str | None = None
+    response_body: str | None = None
     deadline: float | None = None  # time.monotonic() value
     retries: int = 0
     provider_time: float = 0.0
@@ -86,6 +97,7 @@ class RunState:
 
     def on_retry(self, exc: FleetError, wait: float) -> None:
         self.retries += 1
+        note_retry(exc, wait)
         log.warning("provider_retry", code=exc.code.value, wait_s=round(wait, 3), error=exc.message)
 
     async def call(self, policy: RetryPolicy, fn: Callable[[], Awaitable[T]]) -> T:
@@ -264,6 +276,15 @@ HANDLERS: dict[type[Any], Handler] = {
 }
 
 
+def _response_of(fields: dict[str, Any]) -> dict[str, Any]:
+    """The answer as the audit keeps it: vectors are summarised, not stored."""
+    out = {k: v for k, v in fields.items() if k not in ("embeddings", "metrics")}
+    vectors = fields.get("embeddings")
+    if isinstance(vectors, Embeddings):
+        out["embeddings"] = {"count": vectors.count, "dims": vectors.dims}
+    return out
+
+
 class Executor:
     """Resolves provider and credential per target and walks the fallback list."""
 
@@ -274,8 +295,13 @@ class Executor:
         retry: RetryPolicy | RetryPolicies,
         *,
         store_wait: float = 30.0,
+        tracer: JobTracer | None = None,
+        keep_bodies: bool = False,
     ) -> None:
         self._registry = registry
+        self._tracer = tracer or JobTracer()
+        # FLEET_AUDIT_BODIES: the audit trail keeps each attempt's request and answer.
+        self._keep_bodies = keep_bodies
         self._credentials = credentials
         self._retry = retry if isinstance(retry, RetryPolicies) else RetryPolicies(retry)
         unknown = sorted(set(self._retry.by_provider) - set(registry.names()))
@@ -296,14 +322,15 @@ class Executor:
     async def _open_secret(self, target: Target, state: RunState) -> Secret:
         give_up = time.monotonic() + self._store_wait
         deadline = give_up if state.deadline is None else min(state.deadline, give_up)
-        return await call_with_retry(
-            self._store_retry,
-            lambda: self._credentials.open(target.provider, target.credential, state.tenant),
-            deadline=deadline,
-            on_retry=lambda exc, wait: log.warning(
-                "credential_store_unavailable", error=exc.message, wait_s=round(wait, 2)
-            ),
-        )
+        with self._tracer.credential(target):
+            return await call_with_retry(
+                self._store_retry,
+                lambda: self._credentials.open(target.provider, target.credential, state.tenant),
+                deadline=deadline,
+                on_retry=lambda exc, wait: log.warning(
+                    "credential_store_unavailable", error=exc.message, wait_s=round(wait, 2)
+                ),
+            )
 
     async def _prepare(self, target: Target, state: RunState) -> tuple[Provider, Secret]:
         try:
@@ -321,16 +348,27 @@ class Executor:
         handler = HANDLERS[type(job)]
         targets = [job.target, *job.fallbacks]
         for i, target in enumerate(targets):
+            if state.target is not None:
+                state.tried.append(state.target)
+            state.target = target
             provider, secret = await self._prepare(target, state)
             with LIVE_SECRETS.holding(secret.values()):
+                if self._keep_bodies:
+                    # Scrubbed while the key is open, so every form of it is known.
+                    state.request_body = scrubbed_json(job, secret.values())
                 try:
                     policy = self._retry.for_provider(target.provider)
-                    fields = await handler(
-                        job, _Call(target, provider, secret, stream, state, policy)
-                    )
+                    with self._tracer.provider_call(job, target, state, position=i) as traced:
+                        fields = await handler(
+                            job, _Call(target, provider, secret, stream, state, policy)
+                        )
+                        traced.answered(fields)
+                    if self._keep_bodies:
+                        state.response_body = scrubbed_json(_response_of(fields), secret.values())
                 except ContractError as exc:  # e.g. an option value that cannot be mapped
                     raise InputRejected(exc) from None
                 except FleetError as exc:
+                    state.provider_request_id = exc.provider_request_id
                     last = i == len(targets) - 1
                     if last or isinstance(exc, _NO_FALLBACK) or stream.first_delta_at is not None:
                         raise

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiormq
 from aiormq.abc import AbstractChannel as RawChannel
 from pamqp.commands import Basic
-from prometheus_client import Counter
 
 from contracts import topology as t
 from contracts.codec import encode
@@ -166,8 +166,7 @@ class ReplyPublisher:
         coalesce: CoalesceSettings,
         *,
         user: str,
-        messages: Counter | None = None,
-        frames: Counter | None = None,
+        on_published: Callable[[int, int], None] | None = None,
     ) -> None:
         self._channel = channel
         # Stamped on every frame; the broker checks it against our login, and
@@ -177,8 +176,8 @@ class ReplyPublisher:
         self.start_hold = coalesce.start_hold
         self._max_bytes = coalesce.max_message_bytes
         self._outboxes: dict[str, _Outbox] = {}
-        self._messages = messages
-        self._frames = frames
+        # Told (frames, bytes) of each confirmed message: the worker's metrics.
+        self._on_published = on_published
 
     def attach(self, reply_to: str) -> _Outbox:
         box = self._outboxes.get(reply_to)
@@ -227,9 +226,8 @@ class ReplyPublisher:
             )
         except aiormq.exceptions.PublishError:
             raise ReplyQueueGone(reply_to) from None
-        if self._messages is not None and self._frames is not None:
-            self._messages.inc()
-            self._frames.inc(n_frames)
+        if self._on_published is not None:
+            self._on_published(n_frames, len(body))
 
 
 class ReplyStream:

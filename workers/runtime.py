@@ -42,15 +42,20 @@ from contracts.errors import (
     FleetError,
     InternalError,
     ProviderTimeout,
+    TransientError,
 )
 from contracts.frames import Answered, Catalog, Usage
-from contracts.jobs import Job, job_kind
+from contracts.jobs import Job, Target, job_kind
 from workers.config import Settings
 from workers.dead_letters import dead_letter_copy
 from workers.execute import Executor, InputRejected, RunState
 from workers.metrics import WorkerMetrics
+from workers.named_metrics import named_metrics
+from workers.outcome import AttemptRecord, NoRecorder, Recorder, TargetRef
+from workers.prices import PriceTable, load_price_table
 from workers.releases import ReleaseLedger, job_key, release_note
 from workers.reply import ReplyPublisher, ReplyQueueGone, ReplyStream
+from workers.tracing import JobTracer
 
 log = structlog.get_logger("llm_fleet.worker")
 
@@ -66,6 +71,10 @@ def _dead_lettered_from_job_queue(headers: dict[str, Any]) -> bool:
     if not isinstance(deaths, list) or not deaths or not isinstance(deaths[0], dict):
         return False
     return deaths[0].get("queue") in t.JOB_QUEUES
+
+
+def _target_ref(target: Target) -> TargetRef:
+    return TargetRef(target.provider, target.model, target.credential.id)
 
 
 def _text(value: object) -> str | None:
@@ -87,6 +96,11 @@ class Delivery:
     channel: RawChannel
     held: dict[str, None]  # the session's unsettled jobs
     key: str | None = None
+    # What the attempt's record needs, filled in as the delivery is processed.
+    attempt: int = 1
+    started_at: float = 0.0  # unix seconds
+    job: Job | None = None
+    state: RunState | None = None
 
     @classmethod
     def of(cls, message: DeliveredMessage, held: dict[str, None]) -> Delivery:
@@ -213,11 +227,17 @@ class Worker:
         metrics: WorkerMetrics,
         *,
         forget_credential: Callable[[str], None] | None = None,
+        recorder: Recorder | None = None,
+        tracer: JobTracer | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
         self._settings = settings
         self._forget_credential = forget_credential
         self._executor = executor
         self._metrics = metrics
+        self._recorder: Recorder = recorder or NoRecorder()
+        self._prices = prices or load_price_table()
+        self._tracer = tracer or JobTracer()
         self._ring = BrokerRing(settings.amqp_url)
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -256,7 +276,7 @@ class Worker:
                 continue
             backoff.opened()
             self._session = session
-            self._metrics.broker_connected.set(1)
+            self._metrics.broker_up()
             try:
                 if released:
                     # Announced before taking jobs: a worker counting this one's
@@ -270,7 +290,7 @@ class Worker:
                 released = [*released, *session.held]
                 await self._cancel_all()
             finally:
-                self._metrics.broker_connected.set(0)
+                self._metrics.broker_down()
                 self._session = None
                 await session.close()
             if not self._stop.is_set():
@@ -303,8 +323,7 @@ class Worker:
                 session.raw_publish,
                 s.coalesce,
                 user=self._ring.user,
-                messages=self._metrics.reply_messages,
-                frames=self._metrics.frames,
+                on_published=self._metrics.reply_published,
             )
             await declare_topology(consume, broker_delivery_limit=s.broker_delivery_limit)
             await self._consume_side_queues(session)
@@ -562,8 +581,9 @@ class Worker:
 
     async def _process(self, delivery: Delivery) -> None:
         returns = delivery.returns
-        attempt = returns + 1
+        attempt = delivery.attempt = returns + 1
         started = time.monotonic()
+        delivery.started_at = time.time()
         unreadable = amqp_guard.unreadable_properties(delivery.props)
         if unreadable:
             rid = delivery.correlation_id or peek_job(delivery.body)[0] or ""
@@ -588,6 +608,7 @@ class Worker:
             await self._refuse(delivery, rid, attempt, exc, kind="unknown")
             return
         kind = job_kind(job)
+        delivery.job = job
         # Each job runs in its own task, so this context is the job's alone.
         structlog.contextvars.bind_contextvars(
             request_id=job.request_id,
@@ -614,7 +635,6 @@ class Worker:
             await self._run_job(delivery, user, reply_to, job, kind, attempt, started)
         finally:
             self._metrics.inflight.dec()
-            self._metrics.job_seconds.labels(kind).observe(time.monotonic() - started)
 
     async def _crashes(self, key: str, returns: int) -> int:
         """Returns to the queue that no surviving worker released: workers that died."""
@@ -645,13 +665,22 @@ class Worker:
             attempt=attempt,
             submission=job.submission,
         )
-        state = RunState(started=started, tenant=user)
+        state = delivery.state = RunState(started=started, tenant=user)
         queue_ms = self._queue_ms(delivery)
         task = asyncio.current_task()
         assert task is not None
         running = _Running(task)
         run_key = (user, rid, job.submission)
         self._running[run_key] = running
+        traced = self._tracer.start_job(
+            job,
+            attempt=attempt,
+            tenant=user,
+            queue=delivery.routing_key,
+            published_us=delivery.headers.get(t.HDR_PUBLISHED_US),
+            message_id=_text(delivery.props.message_id),
+            body_size=len(delivery.body),
+        )
         try:
             if job.submission < self._cancelled.get((user, rid), 0):
                 raise Cancelled("cancelled by the producer before it started")
@@ -667,24 +696,29 @@ class Worker:
                 raise ProviderTimeout(
                     "the job's deadline passed during the provider call"
                 ) from None
-            fields["metrics"] = state.metrics(stream.frames + 1, queue_ms)
-            await stream.finish(**fields)
-            await self._settle(delivery, kind, "ok")
-            self._observe(job, state, queue_ms, fields)
+            self._complete_final(fields, rid, kind, state, stream.frames + 1, queue_ms)
+            with self._tracer.reply(reply_to):
+                await stream.finish(**fields)
+            await self._settle(delivery, kind, "ok", fields=fields)
         except InputRejected as exc:
+            traced.failed(exc.error)
             await self._refuse(
                 delivery, rid, attempt, exc.error, kind, job.submission, stream=stream
             )
         except FleetError as exc:
+            traced.failed(exc)
             await self._answer_error(delivery, stream, exc, kind)
         except ReplyQueueGone:
+            traced.failed("reply_queue_gone")
             log.warning("reply_queue_gone", reply_to=reply_to)
             await self._settle(delivery, kind, "reply_queue_gone")
         except BROKER_ERRORS as exc:
             # The broker connection failed under us: nothing can be answered or acked on
             # it, and the broker requeues the job for another attempt.
+            traced.failed("broker_lost")
             log.warning("broker_lost_mid_job", error=repr(exc))
         except asyncio.CancelledError:
+            traced.failed("cancelled" if running.client_cancelled else "released")
             if not running.client_cancelled:
                 raise  # shutdown or lost connection: leave unacked for redelivery
             task.uncancel()
@@ -693,13 +727,41 @@ class Worker:
         except Exception as exc:
             log.exception("job_crashed")
             err = FleetError(f"internal error in worker ({type(exc).__name__})")
+            traced.failed(err)
             await self._refuse(delivery, rid, attempt, err, kind, job.submission, stream=stream)
         finally:
             stream.close()
+            traced.end()
             if self._running.get(run_key) is running:
                 del self._running[run_key]
 
     # -- outcomes ----------------------------------------------------------
+
+    def _complete_final(
+        self,
+        fields: dict[str, Any],
+        request_id: str,
+        kind: str,
+        state: RunState,
+        frames: int,
+        queue_ms: float | None,
+    ) -> None:
+        """What the final frame carries besides the handler's answer: the attempt's
+        metrics, with the cost of the target that answered (a fallback, maybe)."""
+        metrics = state.metrics(frames, queue_ms)
+        answered, usage = fields.get("target"), fields.get("usage")
+        if isinstance(answered, Answered) and (isinstance(usage, Usage) or kind == "verify"):
+            metrics.cost_usd = self._prices.cost(
+                answered.provider, answered.model, usage or Usage(), kind
+            )
+        fields["metrics"] = metrics
+        fields["named_metrics"] = named_metrics(
+            status="ok",
+            usage=usage if isinstance(usage, Usage) else None,
+            metrics=metrics,
+            request_id=request_id,
+            answered_provider=answered.provider if isinstance(answered, Answered) else None,
+        )
 
     async def _answer_error(
         self, delivery: Delivery, stream: ReplyStream, exc: FleetError, kind: str
@@ -716,7 +778,7 @@ class Worker:
             await stream.fail_with(exc)
         except ReplyQueueGone:
             log.warning("reply_queue_gone", reply_to=delivery.reply_to)
-        await self._settle(delivery, kind, exc.code.value)
+        await self._settle(delivery, kind, exc.code.value, error=exc)
 
     async def _refuse(
         self,
@@ -738,8 +800,9 @@ class Worker:
         elif delivery.answer_to:
             await self._answer_once(delivery.answer_to, rid, attempt, exc, submission)
         await self._dead_letter(delivery, exc, crashes)
-        self._metrics.dead_lettered.labels(exc.code.value).inc()
-        await self._settle(delivery, kind, exc.code.value)
+        await self._settle(
+            delivery, kind, exc.code.value, error=exc, rid=rid, submission=submission, dead=True
+        )
 
     async def _answer_once(
         self, reply_to: str, rid: str, attempt: int, exc: FleetError, submission: int = 0
@@ -784,9 +847,76 @@ class Worker:
             body, routing_key=t.DEAD_QUEUE, properties=copy, mandatory=True
         )
 
-    async def _settle(self, delivery: Delivery, kind: str, outcome: str) -> None:
-        self._metrics.jobs.labels(kind, outcome).inc()
+    async def _settle(
+        self,
+        delivery: Delivery,
+        kind: str,
+        outcome: str,
+        *,
+        error: FleetError | None = None,
+        fields: dict[str, Any] | None = None,
+        rid: str = "",
+        submission: int = 0,
+        dead: bool = False,
+    ) -> None:
+        """Record the attempt (durably, when the recorder is the audit trail), then ack."""
+        record = self._attempt_record(
+            delivery, kind, outcome, error=error, fields=fields, rid=rid, submission=submission
+        )
+        record.dead_lettered = dead
+        try:
+            await self._recorder.record(record)
+        except TransientError as exc:
+            # The recorder stopped (shutdown) with the row unwritten: left unacked, the
+            # job comes back and its next attempt is recorded instead.
+            log.warning("attempt_not_recorded", error=str(exc))
+            return
+        except Exception:
+            # The recorder retries what can succeed; what it raises never will, and
+            # holding the job unacked would only run it again.
+            log.exception("attempt_record_failed")
+        self._metrics.observe(record)
         await delivery.ack()
+
+    def _attempt_record(
+        self,
+        delivery: Delivery,
+        kind: str,
+        outcome: str,
+        *,
+        error: FleetError | None,
+        fields: dict[str, Any] | None,
+        rid: str,
+        submission: int,
+    ) -> AttemptRecord:
+        job, state, fields = delivery.job, delivery.state, fields or {}
+        metrics = fields.get("metrics")
+        if metrics is None and state is not None:
+            metrics = state.metrics(0, self._queue_ms(delivery))
+        provider_request_id = error.provider_request_id if error is not None else None
+        return AttemptRecord(
+            request_id=job.request_id if job is not None else rid,
+            attempt=delivery.attempt,
+            submission=job.submission if job is not None else submission,
+            producer=delivery.user,
+            kind=kind,
+            queue=delivery.routing_key,
+            worker=self._settings.worker_id,
+            started_at=delivery.started_at,
+            status=outcome,
+            error=error.message if error is not None else None,
+            target=_target_ref(state.target) if state and state.target else None,
+            tried=[_target_ref(target) for target in state.tried] if state else [],
+            answered=fields.get("target"),
+            provider_request_id=provider_request_id
+            or (state.provider_request_id if state else None),
+            metrics=metrics,
+            usage=fields.get("usage"),
+            metadata=dict(job.metadata) if job is not None else {},
+            reached_provider=state is not None and state.provider_time > 0,
+            request_body=state.request_body if state else None,
+            response_body=state.response_body if state else None,
+        )
 
     # -- helpers -----------------------------------------------------------
 
@@ -802,19 +932,3 @@ class Worker:
         if type(published) is int:
             return max(0.0, (time.time_ns() // 1000 - published) / 1000.0)
         return None
-
-    def _observe(
-        self, job: Job, state: RunState, queue_ms: float | None, fields: dict[str, Any]
-    ) -> None:
-        answered, usage = fields.get("target"), fields.get("usage")
-        if isinstance(answered, Answered) and isinstance(usage, Usage):
-            # The target that answered (a fallback, maybe) is the one that bills.
-            self._metrics.count_tokens(answered.provider, answered.model, usage)
-        if state.first_token is not None:
-            self._metrics.ttft_seconds.labels(job.target.provider).observe(
-                state.first_token - state.started
-            )
-        if queue_ms is not None:
-            self._metrics.queue_seconds.observe(queue_ms / 1000)
-        if state.retries:
-            self._metrics.retries.labels(job.target.provider).inc(state.retries)

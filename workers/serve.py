@@ -11,13 +11,18 @@ import structlog
 from contracts.errors import ProviderUnavailable
 from providers.core.http import HttpClientPool
 from providers.registry import default_registry
+from workers.audit import AuditWriter
+from workers.audit_rows import RecordBodies
 from workers.config import ConfigError, Settings
 from workers.credentials import CredentialResolver, StoredCredentials
 from workers.crypto import Keyring
 from workers.execute import Executor
 from workers.health import build_health_app, start_health_server
 from workers.metrics import WorkerMetrics
+from workers.outcome import AttemptRecord
+from workers.prices import load_price_table
 from workers.runtime import Worker
+from workers.tracing import open_tracing
 from workers.vault import Vault
 from workers.vault_keys import MAX_IDS_LOGGED, check_keys
 
@@ -68,9 +73,17 @@ async def open_vault(settings: Settings, keyring: Keyring) -> Vault | None:
     return vault
 
 
+def _bodies_of(record: AttemptRecord) -> RecordBodies | None:
+    if record.request_body is None:
+        return None
+    return RecordBodies(record.request_body, record.response_body)
+
+
 async def run_worker(
     settings: Settings, keyring: Keyring, vault: StoredCredentials | None = None
 ) -> None:
+    tracer = open_tracing(settings.tracing, instance_id=settings.worker_id)
+    prices = load_price_table(settings.prices_file)  # a bad operator file stops start-up
     owned = await open_vault(settings, keyring) if vault is None else None
     http = HttpClientPool(settings.http)
     # Build the pooled client now: httpx imports its transport stack on first use,
@@ -80,10 +93,30 @@ async def run_worker(
         registry = default_registry(http, settings.provider_urls, settings.provider_token_urls)
     except ValueError as exc:  # an address for a provider this worker does not have
         raise ConfigError(str(exc)) from None
-    executor = Executor(registry, CredentialResolver(keyring, vault or owned), settings.retry)
-    metrics = WorkerMetrics()
+    executor = Executor(
+        registry,
+        CredentialResolver(keyring, vault or owned),
+        settings.retry,
+        tracer=tracer,
+        keep_bodies=settings.audit.enabled and settings.audit.bodies,
+    )
+    metrics = WorkerMetrics(providers=registry.names())
+    audit = None
+    if settings.audit.enabled:
+        # Every settled attempt's row is written before its ack (workers/audit.py);
+        # a database without the audit tables stops start-up (run `llm-fleet migrate`).
+        audit = AuditWriter(
+            settings.database_url, settings.audit, observer=metrics, bodies=_bodies_of
+        )
+        await audit.start()
     worker = Worker(
-        settings, executor, metrics, forget_credential=owned.forget if owned is not None else None
+        settings,
+        executor,
+        metrics,
+        forget_credential=owned.forget if owned is not None else None,
+        prices=prices,
+        tracer=tracer,
+        recorder=audit,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -93,6 +126,8 @@ async def run_worker(
         checks = {"broker": worker.broker_connected}
         if owned is not None:
             checks["database"] = await owned.ping()
+        if audit is not None:
+            checks["audit"] = not audit.outage
         return checks
 
     runner = None
@@ -112,6 +147,10 @@ async def run_worker(
     try:
         await worker.run()
     finally:
+        if audit is not None:
+            await audit.close(grace=settings.grace_period)
+        # Spans still batched are sent now (the SDK's flush blocks: off the loop).
+        await asyncio.to_thread(tracer.close)
         await http.aclose()
         if owned is not None:
             await owned.close()

@@ -223,6 +223,7 @@ async def vault_db(database_url: str) -> AsyncIterator[str]:
         "0002_vault_key_checks.sql",
         "0003_credentials_constraints.sql",
         "0004_tenant_keys_and_shares.sql",
+        "0005_audit.sql",
     ]
     yield url
     await drop_database(database_url, url)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCHMARKS = ("latency", "cpu", "capacity", "embeddings", "memory")
+BENCHMARKS = ("latency", "cpu", "capacity", "embeddings", "audit", "tracing", "memory")
 MACHINE_KEYS = {"cpu_model", "logical_cores", "ram_gib", "python", "rabbitmq", "git_commit"}
 EXPECTED: dict[str, set[str]] = {
     "latency": {"results", "setup", "profiles"},
@@ -25,10 +25,12 @@ EXPECTED: dict[str, set[str]] = {
     "capacity": {"steps", "capacity_streams", "bound_ms", "setup"},
     "embeddings": {"direct", "fleet", "raw_float32_bytes_per_vector", "setup"},
     "memory": {"worker_rss_idle_mb", "under_streams", "churn", "setup"},
+    "audit": {"insert_methods", "writer", "open_loop", "retention", "end_to_end"},
+    "tracing": {"worker_ns_per_attempt", "producer_ns_per_job"},
 }
 # Differences and slopes may honestly be negative (fleet faster than direct by noise,
 # RSS shrinking); every other number must not be.
-SIGNED = {"added_ttft_ms", "added_total_ms", "slope_mb_per_min"}
+SIGNED = {"added_ttft_ms", "added_total_ms", "slope_mb_per_min", "added_job_ms"}
 
 
 def _work_done(name: str, data: dict[str, Any]) -> bool:
@@ -44,6 +46,10 @@ def _work_done(name: str, data: dict[str, Any]) -> bool:
         return bool(data["steps"]) and data["steps"][0]["fleet"]["delay_ms"]["n"] > 0
     if name == "embeddings":
         return bool(data["fleet"]["vectors"] > 0 and data["direct"]["vectors"] > 0)
+    if name == "audit":
+        return bool(data["writer"][0]["rows"] > 0 and data["end_to_end"]["rows_recorded"] > 0)
+    if name == "tracing":
+        return bool(data["worker_ns_per_attempt"]["off"] > 0)
     return bool(data["churn"]["jobs"] > 0 and data["under_streams"])
 
 

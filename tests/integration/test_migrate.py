@@ -129,6 +129,7 @@ SHIPPED = [
     "0002_vault_key_checks.sql",
     "0003_credentials_constraints.sql",
     "0004_tenant_keys_and_shares.sql",
+    "0005_audit.sql",
 ]
 
 
@@ -261,6 +262,7 @@ async def test_0003_gives_way_to_a_busy_table_and_a_later_run_applies_it(
         assert await migrate(fresh_db) == [
             "0003_credentials_constraints.sql",
             "0004_tenant_keys_and_shares.sql",
+            "0005_audit.sql",
         ]
         assert all((await validated(conn)).values())
         assert await conn.fetchval("SELECT count(*) FROM credentials WHERE id = $1", row) == 1

@@ -12,6 +12,7 @@ import importlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -105,9 +106,62 @@ def provider_env(running: RunningMock) -> dict[str, str]:
     return env
 
 
+def price_everything(path: Path) -> Path:
+    """An operator's price file giving every provider's every model a price, so each
+    family's audit rows carry a known cost (the shipped table leaves mock models out)."""
+    lines = ["as_of = 2026-11-22", 'currency = "USD"']
+    for package in BUILTIN:
+        lines += [
+            f'[providers.{spec_of(package).name}.models."*"]',
+            'source = "tests"',
+            "input = 1.5",
+            "cached_input = 0.5",
+            "cache_write = 2.0",
+            "output = 4.0",
+            "embed = 0.25",
+            "rerank = 0.05",
+            "rerank_search_units = 2.0",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 @pytest.fixture
-async def worker(spawn_worker: SpawnWorker, cloud_mock: RunningMock) -> WorkerProc:
-    return await spawn_worker(env=provider_env(cloud_mock))
+async def worker(
+    spawn_worker: SpawnWorker, cloud_mock: RunningMock, vault_db: str, tmp_path: Path
+) -> WorkerProc:
+    """With the audit trail on (DATABASE_URL set) and every model priced."""
+    env = {
+        **provider_env(cloud_mock),
+        "DATABASE_URL": vault_db,
+        "FLEET_PRICES_FILE": str(price_everything(tmp_path / "prices.toml")),
+    }
+    return await spawn_worker(env=env)
+
+
+async def assert_audited(db: str, finals: list[Final]) -> None:
+    """One row per answered attempt, with the final frame's tokens and cost."""
+    conn = await asyncpg.connect(db)
+    try:
+        for final in finals:
+            rows = await conn.fetch(
+                "SELECT * FROM audit_attempts WHERE request_id = $1 AND producer = $2",
+                final.request_id,
+                TENANT,
+            )
+            assert len(rows) == 1, (final.request_id, rows)
+            row, usage = rows[0], final.usage
+            assert row["status"] == "ok" and row["attempt"] == final.attempt
+            assert (row["provider"], row["model"]) == (final.target.provider, final.target.model)
+            for name in ("input_tokens", "output_tokens", "cached_input_tokens", "search_units"):
+                assert (row[name] or 0) == (getattr(usage, name) or 0), (name, row, usage)
+            assert final.metrics.cost_usd is not None, final
+            assert row["cost_usd"] == pytest.approx(final.metrics.cost_usd)
+            assert row["ttft_ms"] == pytest.approx(final.metrics.ttft_ms, abs=0.01) or (
+                row["ttft_ms"] is None and final.metrics.ttft_ms is None
+            )
+    finally:
+        await conn.close()
 
 
 def target(keyring: Keyring, package: str, model: str, fields: dict[str, str]) -> Target:
@@ -118,13 +172,15 @@ def target(keyring: Keyring, package: str, model: str, fields: dict[str, str]) -
 
 @pytest.mark.parametrize("package", BUILTIN)
 async def test_every_capability_through_the_fleet(
-    package: str, worker: WorkerProc, client: FleetClient, keyring: Keyring
+    package: str, worker: WorkerProc, client: FleetClient, keyring: Keyring, vault_db: str
 ) -> None:
     capabilities = spec_of(package).capabilities
+    finals: list[Final] = []
     good = target(keyring, package, f"mock-fleet-{uuid.uuid4().hex[:6]}", good_fields(package))
 
     if Capability.CHAT in capabilities:
         answer = await client.chat(good, HELLO)
+        finals.append(answer)
         assert answer.message is not None and answer.message.text()
         assert answer.finish_reason == "stop"
         assert answer.usage.input_tokens > 0 and answer.usage.output_tokens > 0
@@ -138,23 +194,27 @@ async def test_every_capability_through_the_fleet(
             elif isinstance(event, Final):
                 final = event
         assert final is not None  # deltas may arrive coalesced (FLEET_COALESCE_MS)
+        finals.append(final)
         assert answer.message is not None and "".join(texts) == answer.message.text()
         assert final.usage == answer.usage
 
     if Capability.TOOLS in capabilities:
         called = await client.chat(good, TOOL_PROMPT, tools=TOOLS)
+        finals.append(called)
         assert called.finish_reason == "tool_calls"
         calls = called.message.tool_calls if called.message else None
         assert calls and {c.name for c in calls} == {t.name for t in TOOLS}
 
     if Capability.EMBED in capabilities:
         embedded = await client.embed(good, ["one", "two", "three"])
+        finals.append(embedded)
         assert embedded.embeddings is not None and embedded.embeddings.count == 3
         assert len(embedded.embeddings.vectors()[2]) == embedded.embeddings.dims
 
     if Capability.RERANK in capabilities:
         documents = ["cats and dogs", "the queue is durable", "one queue", "a durable queue"]
         ranked = await client.rerank(good, "durable queue", documents, top_n=3)
+        finals.append(ranked)
         items = ranked.rerank or []
         assert len(items) == 3 and {i.index for i in items[:2]} == {1, 3}, items
         assert items[0].score >= items[1].score >= items[2].score
@@ -165,6 +225,8 @@ async def test_every_capability_through_the_fleet(
         wrong = dict(mock_of(package).credentials.wrong)
         refused = await client.verify(target(keyring, package, "mock-verify", wrong))
         assert not refused.ok and refused.detail
+
+    await assert_audited(vault_db, finals)
 
 
 @pytest.mark.parametrize("package", BUILTIN)
