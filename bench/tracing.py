@@ -30,7 +30,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from bench import report
+from bench import charts, report
 from bench.harness import BenchContext
 from contracts.frames import Usage
 from contracts.jobs import ChatJob, Credential, Job, Message, Target
@@ -156,6 +156,14 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     data = measure(ctx.quick)
     ctx.save(NAME, data)
     _print(data)
+    worker = data["worker_ns_per_attempt"]
+    charts.grouped_bars(
+        ctx.out / f"{NAME}.png",
+        "Tracing cost per job attempt (worker)",
+        list(worker),
+        {"µs per attempt": [ns / 1000 for ns in worker.values()]},
+        "µs",
+    )
     return data
 
 

@@ -14,6 +14,7 @@ from contracts.sealing import parse_ttl
 from workers.cli_audit import audit
 from workers.cli_prices import prices_cmd
 from workers.cli_tenants import tenants
+from workers.cli_top import top
 from workers.cli_vault import creds, migrate_cmd
 from workers.config import ConfigError, Settings
 from workers.crypto import Keyring, KeyringError, seal, secret_fields
@@ -282,6 +283,7 @@ main.add_command(creds)
 main.add_command(tenants)
 main.add_command(audit)
 main.add_command(prices_cmd)
+main.add_command(top)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

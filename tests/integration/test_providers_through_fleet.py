@@ -35,9 +35,11 @@ from tests.integration.conftest import (
     RunCli,
     SpawnWorker,
     WorkerProc,
+    drop_database,
 )
 from tests.integration.test_fleet import mock_admin
 from workers.crypto import Keyring, seal
+from workers.migrate import migrate, with_database
 from workers.vault import Vault
 
 pytestmark = pytest.mark.integration
@@ -126,14 +128,24 @@ def price_everything(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+async def audit_db(database_url: str) -> AsyncIterator[str]:
+    """A database of this module's own: the session's vault database may hold rows
+    under other keys (tests of wrong keys), which would stop a worker starting."""
+    url = with_database(database_url, f"llm_fleet_audit_{uuid.uuid4().hex[:12]}")
+    await migrate(url)
+    yield url
+    await drop_database(database_url, url)
+
+
 @pytest.fixture
 async def worker(
-    spawn_worker: SpawnWorker, cloud_mock: RunningMock, vault_db: str, tmp_path: Path
+    spawn_worker: SpawnWorker, cloud_mock: RunningMock, audit_db: str, tmp_path: Path
 ) -> WorkerProc:
     """With the audit trail on (DATABASE_URL set) and every model priced."""
     env = {
         **provider_env(cloud_mock),
-        "DATABASE_URL": vault_db,
+        "DATABASE_URL": audit_db,
         "FLEET_PRICES_FILE": str(price_everything(tmp_path / "prices.toml")),
     }
     return await spawn_worker(env=env)
@@ -172,7 +184,7 @@ def target(keyring: Keyring, package: str, model: str, fields: dict[str, str]) -
 
 @pytest.mark.parametrize("package", BUILTIN)
 async def test_every_capability_through_the_fleet(
-    package: str, worker: WorkerProc, client: FleetClient, keyring: Keyring, vault_db: str
+    package: str, worker: WorkerProc, client: FleetClient, keyring: Keyring, audit_db: str
 ) -> None:
     capabilities = spec_of(package).capabilities
     finals: list[Final] = []
@@ -226,7 +238,7 @@ async def test_every_capability_through_the_fleet(
         refused = await client.verify(target(keyring, package, "mock-verify", wrong))
         assert not refused.ok and refused.detail
 
-    await assert_audited(vault_db, finals)
+    await assert_audited(audit_db, finals)
 
 
 @pytest.mark.parametrize("package", BUILTIN)

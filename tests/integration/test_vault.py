@@ -360,7 +360,7 @@ async def test_worker_with_a_wrong_or_missing_key_refuses_to_start(
     assert (await client.chat(by_id(cid), HELLO)).message is not None
     async with httpx.AsyncClient() as http:
         ready = (await http.get(f"http://127.0.0.1:{free_port}/readiness/")).json()
-    assert ready["checks"] == {"broker": True, "database": True}
+    assert ready["checks"] == {"broker": True, "database": True, "audit": True}
 
 
 async def test_worker_starts_when_the_database_is_down_and_says_so(
@@ -378,7 +378,11 @@ async def test_worker_starts_when_the_database_is_down_and_says_so(
     assert (await client.chat(target, HELLO)).message is not None  # sealed credentials still work
     async with httpx.AsyncClient() as http:
         r = await http.get(f"http://127.0.0.1:{free_port}/readiness/")
-    assert r.status_code == 503 and r.json()["checks"] == {"broker": True, "database": False}
+    assert r.status_code == 503 and r.json()["checks"] == {
+        "broker": True,
+        "database": False,
+        "audit": False,
+    }
     with pytest.raises(ProviderUnavailable):
         await client.chat(by_id(str(uuid.uuid4())), HELLO, deadline=time.time() + 1.5)
 
