@@ -21,6 +21,7 @@ from contracts.errors import (
 )
 from contracts.frames import Answered, Embeddings, Metrics, VerifyInfo, tool_call_deltas
 from contracts.jobs import ChatJob, EmbedJob, Job, Message, RerankJob, Target, ToolCall, VerifyJob
+from providers.core.api import forget_request_id, last_request_id
 from providers.core.rerank import checked_ranking
 from providers.core.spec import Capability
 from providers.core.types import (
@@ -356,6 +357,7 @@ class Executor:
                 if self._keep_bodies:
                     # Scrubbed while the key is open, so every form of it is known.
                     state.request_body = scrubbed_json(job, secret.values())
+                forget_request_id()
                 try:
                     policy = self._retry.for_provider(target.provider)
                     with self._tracer.provider_call(job, target, state, position=i) as traced:
@@ -363,6 +365,7 @@ class Executor:
                             job, _Call(target, provider, secret, stream, state, policy)
                         )
                         traced.answered(fields)
+                    state.provider_request_id = last_request_id()
                     if self._keep_bodies:
                         state.response_body = scrubbed_json(_response_of(fields), secret.values())
                 except ContractError as exc:  # e.g. an option value that cannot be mapped

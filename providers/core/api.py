@@ -13,12 +13,13 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 import httpx
 
 from contracts.errors import BadRequest, FleetError, InternalError, ProviderUnavailable
-from providers.core.errors import ErrorTable
+from providers.core.errors import ErrorTable, request_id_of
 from providers.core.http import HttpClientPool, json_body, translate_transport_errors
 from providers.core.sse import ServerSentEvent, aiter_sse
 from providers.core.types import Secret, StreamEnd, StreamEvent, VerifyResult
@@ -112,7 +113,9 @@ class ApiClient:
             request = self._request(
                 method, path, secret, body, accept=_JSON, params=params, headers=headers
             )
-            return await self._http.client.send(request, auth=self._auth(secret))
+            response = await self._http.client.send(request, auth=self._auth(secret))
+        _LAST_REQUEST_ID.set(request_id_of(response.headers))
+        return response
 
     async def json(
         self,
@@ -181,6 +184,7 @@ class ApiClient:
                 method, path, secret, body, accept=accept, params=params, headers=headers
             )
             response = await self._http.client.send(request, auth=self._auth(secret), stream=True)
+        _LAST_REQUEST_ID.set(request_id_of(response.headers))
         try:
             with translate_transport_errors(self.name, secret=secret):
                 if response.status_code != 200:
@@ -189,6 +193,23 @@ class ApiClient:
                 yield response
         finally:
             await close_quietly(response)
+
+
+# The provider's id for the last response the current task received: each job runs in
+# a task of its own, so the worker reads its answer's id here after the call (the
+# audit row names it) without every adapter returning it.
+_LAST_REQUEST_ID: ContextVar[str | None] = ContextVar("provider_request_id", default=None)
+
+
+def last_request_id() -> str | None:
+    """The provider's request id of the last response this task received, if any."""
+    return _LAST_REQUEST_ID.get()
+
+
+def forget_request_id() -> None:
+    """Before a call: an id from an earlier call (another target's) must not be taken
+    for this one's."""
+    _LAST_REQUEST_ID.set(None)
 
 
 class StreamParser(Protocol):

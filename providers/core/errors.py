@@ -99,7 +99,7 @@ class ErrorTable:
         head = f"{provider}: {context or f'HTTP {status}'}" + (f" {label}" if label else "")
         message = scrub(f"{head}: {detail}" if detail else head, secret)
         error = self._classify(status, info, message, headers)
-        request_id = _request_id(headers) or info.request_id
+        request_id = request_id_of(headers) or info.request_id
         if request_id:
             error.provider_request_id = truncate(scrub(request_id, secret))
         return error
@@ -153,7 +153,8 @@ def _should_retry(headers: Mapping[str, str]) -> bool | None:
     return {"true": True, "false": False}.get(value)
 
 
-def _request_id(headers: Mapping[str, str]) -> str | None:
+def request_id_of(headers: Mapping[str, str]) -> str | None:
+    """The provider's id for a response (x-request-id and the like), if it sent one."""
     for name in REQUEST_ID_HEADERS:
         value = headers.get(name)
         if value:
