@@ -254,8 +254,10 @@ async def chat_demo(
             usage = f"{u.input_tokens} in / {u.output_tokens} out tokens" + (
                 f" ({', '.join(billed_apart)})" if billed_apart else ""
             )
+            # The mock's price is made up (workers/prices.toml says so); unknown is not $0.
+            cost = "unknown" if m.cost_usd is None else f"${m.cost_usd:.6f} (mock price)"
             print(
-                f"\n\n  usage: {usage}"
+                f"\n\n  usage: {usage}, cost {cost}"
                 f"\n  metrics: time to first token {ttft}, total {m.total_ms:.0f} ms, "
                 f"queue {m.queue_ms or 0:.1f} ms, attempt {event.attempt}, retries {m.retries}, "
                 f"frames {m.frames}, answered by {event.target.provider}/{event.target.model}"
