@@ -17,22 +17,14 @@ import asyncpg
 import click
 
 from workers import audit_query as q
-from workers.config import ConfigError, Settings
-from workers.logs import configure_logging
+from workers.cli_settings import database_settings
 
 T = TypeVar("T")
 POLL_SECONDS = 1.0
 
 
 def _database_url() -> str:
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    configure_logging("console", "WARNING")
-    if not settings.database_url:
-        raise click.ClickException("DATABASE_URL is empty: the audit trail is in PostgreSQL")
-    return settings.database_url
+    return database_settings("the audit trail is in").database_url
 
 
 def _with_db(fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:

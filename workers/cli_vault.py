@@ -22,9 +22,9 @@ from contracts.brokers import BrokerRing
 from contracts.client import FleetClient
 from contracts.errors import FleetError
 from contracts.jobs import Credential, Target
-from workers.config import ConfigError, Settings
+from workers.cli_settings import database_settings
+from workers.config import Settings
 from workers.crypto import Keyring, KeyringError, seal, secret_fields
-from workers.logs import configure_logging
 from workers.migrate import MigrationError, migrate, migrations_dir
 from workers.vault import (
     LEGACY_SCHEME,
@@ -54,15 +54,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _settings() -> Settings:
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    # Library log lines go to stderr, so stdout carries only results (`ID=$(creds add ...)`).
-    configure_logging("console", "WARNING")
-    if not settings.database_url:
-        raise click.ClickException("DATABASE_URL is empty: the credential commands need PostgreSQL")
-    return settings
+    return database_settings("the credential commands need")
 
 
 def _keyring() -> Keyring:
