@@ -327,11 +327,6 @@ class WorkerMetrics:
         elif cost is None and kind in _BILLED_KINDS:
             self.cost_unknown(provider, model).inc()
 
-    def count_tokens(self, provider: str, model: str, usage: Usage) -> None:
-        """`llm_fleet_tokens_total` for one answer (observe() calls this for answered jobs)."""
-        bounded = self.bounds.provider(provider)
-        self._count_tokens(bounded, self.bounds.model(bounded, model), usage)
-
     def _count_tokens(self, provider: str, model: str, usage: Usage) -> None:
         for kind, count in (
             ("input", usage.input_tokens),

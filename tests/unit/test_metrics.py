@@ -179,6 +179,16 @@ class TestTokenUsage:
             "reasoning": 24,
         }
 
+    def test_kinds_the_provider_did_not_report_have_no_series(self) -> None:
+        m = observed(record(usage=Usage(input_tokens=3, output_tokens=2, total_tokens=5)))
+        kinds = {s["kind"] for s in series(m, "llm_fleet_tokens_total")}
+        assert kinds == {"input", "output"}  # None is "not reported", not 0
+
+    def test_a_negative_count_is_ignored_not_raised(self) -> None:
+        m = observed(record(usage=Usage(input_tokens=-1, output_tokens=2)))
+        kinds = {s["kind"] for s in series(m, "llm_fleet_tokens_total")}
+        assert kinds == {"output"}
+
     def test_search_units_of_a_rerank(self) -> None:
         cohere = TargetRef(provider="cohere", model="rerank-v3.5")
         m = observed(record(kind="rerank", target=cohere, usage=Usage(search_units=2)))

@@ -7,7 +7,6 @@ from typing import Any
 
 import msgspec
 import pytest
-from prometheus_client import CollectorRegistry
 
 from contracts.catalog import ProviderInfo
 from contracts.client import _error_for_frame, _Inbox
@@ -22,7 +21,6 @@ from contracts.errors import (
 )
 from contracts.frames import Answered, Catalog, Error, Final, Usage
 from workers.config import CoalesceSettings
-from workers.metrics import WorkerMetrics
 from workers.reply import ReplyPublisher, ReplyStream
 
 
@@ -199,49 +197,6 @@ class TestUsage:
         assert isinstance(decoded, Final)
         assert decoded.usage.cached_input_tokens == 0  # reported: none were cached
         assert decoded.usage.reasoning_tokens is None  # not reported at all
-
-
-class TestTokenMetrics:
-    def sample(self, metrics: WorkerMetrics, kind: str, model: str = "m") -> float | None:
-        return metrics.registry.get_sample_value(
-            "llm_fleet_tokens_total", {"provider": "p", "model": model, "kind": kind}
-        )
-
-    def test_each_kind_is_counted_apart(self) -> None:
-        metrics = WorkerMetrics(CollectorRegistry())
-        usage = Usage(
-            input_tokens=100,
-            output_tokens=40,
-            total_tokens=140,
-            cached_input_tokens=64,
-            cache_write_tokens=5,
-            reasoning_tokens=12,
-        )
-        metrics.count_tokens("p", "m", usage)
-        metrics.count_tokens("p", "m", usage)
-        counted = {
-            kind: self.sample(metrics, kind)
-            for kind in ("input", "output", "cached_input", "cache_write", "reasoning")
-        }
-        assert counted == {
-            "input": 200,
-            "output": 80,
-            "cached_input": 128,
-            "cache_write": 10,
-            "reasoning": 24,
-        }
-
-    def test_kinds_the_provider_did_not_report_have_no_series(self) -> None:
-        metrics = WorkerMetrics(CollectorRegistry())
-        metrics.count_tokens("p", "m", Usage(input_tokens=3, output_tokens=2, total_tokens=5))
-        assert self.sample(metrics, "input") == 3
-        assert self.sample(metrics, "cached_input") is None
-        assert self.sample(metrics, "reasoning") is None
-
-    def test_a_negative_count_is_ignored_not_raised(self) -> None:
-        metrics = WorkerMetrics(CollectorRegistry())
-        metrics.count_tokens("p", "m", Usage(input_tokens=-1, output_tokens=2))
-        assert self.sample(metrics, "input") is None and self.sample(metrics, "output") == 2
 
 
 class TestCatalogFrame:
