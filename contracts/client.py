@@ -92,7 +92,7 @@ from contracts.tracing import with_trace_context
 # stdlib logging: producers import `contracts` without the worker's logging stack.
 log = logging.getLogger("llm_fleet.client")
 
-__all__ = ["DEFAULT_AMQP_URL", "ChatEvent", "FleetClient", "Restart"]
+__all__ = ["DEFAULT_AMQP_URL", "ChatEvent", "FleetClient", "Receipt", "Restart"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +189,17 @@ class _Pending:
     submission: int = 0
     confirmed: bool = False  # the broker has the current submission
     sending: bool = False  # `_send` owns it (publishing, or waiting to publish again)
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """The answers of one reply message, and the acknowledgement that lets it go."""
+
+    answers: list[Final | Error]
+    _message: DeliveredMessage = field(repr=False)
+
+    async def ack(self) -> None:
+        await _ack(self._message)
 
 
 @dataclass(slots=True)
@@ -797,14 +808,27 @@ class FleetClient:
         """Answers to jobs nobody awaits (submitted, or from before a restart), in arrival
         order, forever; break out when done. A reply message is acked only after all of
         its answers were taken, so a crash before then gets them again."""
+        async for receipt in self.receipts():
+            for frame in receipt.answers:
+                yield frame
+            await receipt.ack()
+
+    async def receipts(self) -> AsyncIterator[Receipt]:
+        """`results()` for callers that store answers durably before letting them go.
+
+        Each receipt holds the answers of one reply message; the message stays in the
+        reply queue until `receipt.ack()`, so a crash before then gets the answers
+        again after a restart (possibly with others that were already stored: keep
+        writes idempotent). Unacked receipts count against a prefetch of 1,000 reply
+        messages, so ack them within a few seconds.
+        """
         if not self._durable:
-            raise RuntimeError("results() needs a named reply_queue")
+            raise RuntimeError("receipts() needs a named reply_queue")
         while True:
             frames, message = await self._unclaimed.get()
             for frame in frames:
                 self._pending.pop(frame.request_id, None)
-                yield frame
-            await _ack(message)
+            yield Receipt(frames, message)
 
     async def delete_reply_queue(self) -> None:
         """Remove a named reply queue once a backfill has all its answers; closes the client."""
@@ -920,7 +944,7 @@ async def _ack(message: DeliveredMessage) -> None:
 
 
 def _error_for_frame(frame: Error) -> FleetError:
-    return _error_for_code(
+    error = _error_for_code(
         frame.code,
         frame.message,
         frame.provider_status,
@@ -928,6 +952,8 @@ def _error_for_frame(frame: Error) -> FleetError:
         retry_after=frame.retry_after,
         provider_request_id=frame.provider_request_id,
     )
+    error.rate_limit = frame.rate_limit
+    return error
 
 
 def _chat_job(

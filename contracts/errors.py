@@ -23,7 +23,8 @@ Every error carries what the caller needs to act on it: `retryable` (the class
 default, or the provider's own word such as `x-should-retry`), `provider_status`,
 `retry_after` (seconds the provider asked to wait, when it said) and
 `provider_request_id` (the provider's id for the failed call, to quote to its
-support). Error frames carry all of them and `FleetClient` rebuilds them.
+support). Error frames carry all of them and `FleetClient` rebuilds them, with the
+provider's budget the failed call reported (`rate_limit`, when it said).
 
 Messages never contain credentials: adapters build them from status codes and
 provider error bodies, never from request headers.
@@ -31,14 +32,19 @@ provider error bodies, never from request headers.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from contracts.codes import ErrorCode
+
+if TYPE_CHECKING:
+    from contracts.frames import RateLimit
 
 
 class FleetError(Exception):
     code: ClassVar[ErrorCode] = ErrorCode.INTERNAL
     default_retryable: ClassVar[bool] = False
+    # Set by FleetClient from an error frame (the provider's rate-limit headers).
+    rate_limit: RateLimit | None = None
 
     def __init__(
         self,

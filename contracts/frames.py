@@ -123,6 +123,23 @@ class VerifyInfo(Struct, kw_only=True):
     detail: str = ""
 
 
+class RateLimit(Struct, kw_only=True, omit_defaults=True):
+    """The provider's budget for the credential, as its last response's rate-limit
+    headers reported it (`x-ratelimit-*`, `anthropic-ratelimit-*`, …).
+
+    Each field is None when the provider did not say. Resets are seconds from when
+    the worker read the response until that budget is full again. Producers that
+    pace themselves (`llm-fleet backfill`) learn limits and headroom from it.
+    """
+
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests: float | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens: float | None = None
+
+
 class Final(FrameBase, tag="final"):
     target: Answered
     usage: Usage = msgspec.field(default_factory=Usage)
@@ -133,6 +150,7 @@ class Final(FrameBase, tag="final"):
     rerank: list[RerankItem] | None = None
     verify: VerifyInfo | None = None
     named_metrics: list[NamedMetric] = msgspec.field(default_factory=list)
+    rate_limit: RateLimit | None = None
 
 
 class Error(FrameBase, tag="error"):
@@ -149,6 +167,7 @@ class Error(FrameBase, tag="error"):
     provider_status: int | None = None
     retry_after: float | None = None
     provider_request_id: str | None = None
+    rate_limit: RateLimit | None = None
 
 
 class Catalog(FrameBase, tag="catalog"):

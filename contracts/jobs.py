@@ -86,6 +86,10 @@ class JobBase(Struct, kw_only=True, omit_defaults=True, tag_field="kind"):
     # reply queue was lost, or a publish was never confirmed). Workers echo it in
     # every frame, so the producer reads only the newest submission's frames.
     submission: Annotated[int, Meta(ge=0, le=1_000_000)] = 0
+    # False: a provider's rate-limit refusal (429) is answered at once as a retryable
+    # `rate_limited` error with its `retry_after`, instead of being waited out on a
+    # worker slot; for producers that pace themselves (backfills) and send it again.
+    wait_on_rate_limit: bool = True
 
 
 class ChatJob(JobBase, tag="chat"):

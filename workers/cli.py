@@ -45,7 +45,14 @@ def main() -> None:
 @main.command()
 @click.option("--queues", help="Comma-separated queues to consume (llm.chat,llm.embed,llm.batch).")
 @click.option(
-    "--concurrency", type=int, help="Jobs run at once (= prefetch). Env FLEET_CONCURRENCY."
+    "--concurrency",
+    type=int,
+    help="Jobs run at once from each of llm.chat and llm.embed. Env FLEET_CONCURRENCY.",
+)
+@click.option(
+    "--batch-concurrency",
+    type=int,
+    help="llm.batch jobs run at once, on slots of their own. Env FLEET_BATCH_CONCURRENCY.",
 )
 @click.option("--grace", "grace_period", type=float, help="Seconds in-flight jobs get on SIGTERM.")
 @click.option(
@@ -63,6 +70,7 @@ def main() -> None:
 def worker(
     queues: str | None,
     concurrency: int | None,
+    batch_concurrency: int | None,
     grace_period: float | None,
     health_port: int | None,
     health_host: str | None,
@@ -76,6 +84,7 @@ def worker(
         settings = Settings.from_env(
             queues=tuple(q for q in queues.split(",") if q) if queues else None,
             concurrency=concurrency,
+            batch_concurrency=batch_concurrency,
             grace_period=grace_period,
             health_port=health_port,
             health_host=health_host,

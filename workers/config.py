@@ -18,6 +18,7 @@ from contracts.topology import (
     DEFAULT_BROKER_DELIVERY_LIMIT,
     DEFAULT_DELIVERY_LIMIT,
     JOB_QUEUES,
+    QUEUE_BATCH,
     QUEUE_CHAT,
     QUEUE_EMBED,
 )
@@ -304,8 +305,9 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL  # "" = no credential store (sealed credentials only)
     vault_cache_ttl: float = 10.0  # seconds an *encrypted* row may be reused; 0 = always query
     migrations_dir: str = ""  # "" = the SQL shipped with the code
-    queues: tuple[str, ...] = (QUEUE_CHAT, QUEUE_EMBED)
-    concurrency: int = 64
+    queues: tuple[str, ...] = (QUEUE_CHAT, QUEUE_EMBED, QUEUE_BATCH)
+    concurrency: int = 64  # jobs of each interactive queue at once (its consumer's prefetch)
+    batch_concurrency: int = 16  # llm.batch jobs at once (its consumer's prefetch)
     delivery_limit: int = DEFAULT_DELIVERY_LIMIT  # crashes a job may cause
     broker_delivery_limit: int = DEFAULT_BROKER_DELIVERY_LIMIT  # returns of any cause (backstop)
     # How long a job that reached the crash limit waits for release notes that may
@@ -332,6 +334,16 @@ class Settings:
     # An operator's price file over the shipped table (workers/prices.py); "" = none.
     prices_file: str = ""
 
+    def job_pools(self) -> list[tuple[tuple[str, ...], int]]:
+        """The queues consumed, one group per channel, with the prefetch each of their
+        consumers gets: `concurrency` for the interactive queues, `batch_concurrency`
+        for `llm.batch`."""
+        interactive = tuple(q for q in self.queues if q != QUEUE_BATCH)
+        pools = [(interactive, self.concurrency)] if interactive else []
+        if QUEUE_BATCH in self.queues:
+            pools.append(((QUEUE_BATCH,), self.batch_concurrency))
+        return pools
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read FLEET_* / AMQP_URL / DATABASE_URL; keyword overrides (from CLI flags) win."""
@@ -342,6 +354,7 @@ class Settings:
             vault_cache_ttl=_float(env, "FLEET_VAULT_CACHE_SECONDS", 10.0),
             migrations_dir=env.get("FLEET_MIGRATIONS_DIR", ""),
             concurrency=_int(env, "FLEET_CONCURRENCY", 64),
+            batch_concurrency=_int(env, "FLEET_BATCH_CONCURRENCY", 16),
             delivery_limit=_int(env, "FLEET_DELIVERY_LIMIT", DEFAULT_DELIVERY_LIMIT),
             broker_delivery_limit=_int(
                 env, "FLEET_BROKER_DELIVERY_LIMIT", DEFAULT_BROKER_DELIVERY_LIMIT
@@ -377,6 +390,8 @@ class Settings:
         settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
         if settings.concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
+        if settings.batch_concurrency < 1:
+            raise ConfigError("FLEET_BATCH_CONCURRENCY must be at least 1")
         if not 0 <= settings.health_port <= 65535:
             raise ConfigError(f"FLEET_HEALTH_PORT must be 0 to 65535, got {settings.health_port}")
         settings = replace(settings, health_host=health_host(settings.health_host))

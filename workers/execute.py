@@ -1,4 +1,11 @@
-"""Run one decoded job against its target (and fallbacks) and build the final frame fields."""
+"""Run one decoded job against its target (and fallbacks) and build the final frame fields.
+
+Besides the answer, each target's call leaves in `RunState` what the frames report
+about it: the provider's request id and its rate-limit budget, read from the last
+response with the target provider's own header reader (`ProviderSpec.rate_limits`).
+A job with `wait_on_rate_limit=False` is not retried on a rate-limit refusal: its
+producer paces itself and gets the refusal at once, with the provider's wait.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +25,18 @@ from contracts.errors import (
     ContractError,
     Expired,
     FleetError,
+    RateLimited,
 )
-from contracts.frames import Answered, Embeddings, Metrics, VerifyInfo, tool_call_deltas
+from contracts.frames import (
+    Answered,
+    Embeddings,
+    Metrics,
+    RateLimit,
+    VerifyInfo,
+    tool_call_deltas,
+)
 from contracts.jobs import ChatJob, EmbedJob, Job, Message, RerankJob, Target, ToolCall, VerifyJob
-from providers.core.api import forget_request_id, last_request_id
+from providers.core.api import forget_last_response, last_rate_limit_headers, last_request_id
 from providers.core.rerank import checked_ranking
 from providers.core.spec import Capability
 from providers.core.types import (
@@ -88,6 +103,11 @@ class RunState:
     target: Target | None = None
     # The provider's id for the last call that failed (x-request-id and the like).
     provider_request_id: str | None = None
+    # The budget the target's last response reported (its rate-limit headers), for
+    # the final or error frame.
+    rate_limit: RateLimit | None = None
+    # The job's `wait_on_rate_limit`: False answers a rate-limit refusal at once.
+    wait_on_rate_limit: bool = True
     # Scrubbed JSON of the job and of the answer, kept only with FLEET_AUDIT_BODIES.
     request_body: str | None = None
     response_body: str | None = None
@@ -97,6 +117,17 @@ class RunState:
     first_token: float | None = None
 
     def on_retry(self, exc: FleetError, wait: float) -> None:
+        """Before each retry's sleep: count it, or end the retries of a job that does
+        not wait out rate limits.
+
+        Raised from here (the retry policy calls this before it sleeps, for calls and
+        for streams alike) the refusal ends the call as itself, so the producer gets
+        `rate_limited` with the provider's `retry_after` and the slot is free at
+        once. Quota errors are never retried anyway; 5xx, timeouts and dropped
+        connections keep the policy.
+        """
+        if not self.wait_on_rate_limit and isinstance(exc, RateLimited):
+            raise exc
         self.retries += 1
         note_retry(exc, wait)
         log.warning("provider_retry", code=exc.code.value, wait_s=round(wait, 3), error=exc.message)
@@ -286,6 +317,20 @@ def _response_of(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _rate_limit_of(provider: Provider) -> RateLimit | None:
+    """The budget the last response's headers report, read in the provider's dialect."""
+    headers = last_rate_limit_headers()
+    if not headers:
+        return None
+    try:
+        return provider.spec.rate_limits(headers)
+    except Exception:
+        # The built-in readers never raise; a custom spec's that does must not fail a
+        # job the provider answered.
+        log.exception("rate_limit_headers_unreadable", provider=provider.name)
+        return None
+
+
 class Executor:
     """Resolves provider and credential per target and walks the fallback list."""
 
@@ -348,16 +393,18 @@ class Executor:
     async def run(self, job: Job, stream: ReplyStream, state: RunState) -> dict[str, Any]:
         handler = HANDLERS[type(job)]
         targets = [job.target, *job.fallbacks]
+        state.wait_on_rate_limit = job.wait_on_rate_limit
         for i, target in enumerate(targets):
             if state.target is not None:
                 state.tried.append(state.target)
             state.target = target
+            state.rate_limit = None  # an earlier target's budget says nothing of this one
             provider, secret = await self._prepare(target, state)
             with LIVE_SECRETS.holding(secret.values()):
                 if self._keep_bodies:
                     # Scrubbed while the key is open, so every form of it is known.
                     state.request_body = scrubbed_json(job, secret.values())
-                forget_request_id()
+                forget_last_response()
                 try:
                     policy = self._retry.for_provider(target.provider)
                     with self._tracer.provider_call(job, target, state, position=i) as traced:
@@ -390,6 +437,10 @@ class Executor:
                     # redactor; what travels on carries only the exception's type.
                     log.exception("provider_call_crashed")
                     raise ProviderCallCrashed(type(exc).__name__) from None
+                finally:
+                    # However the call ended (answered, refused, cut by the deadline),
+                    # its last response's budget goes with the frame that reports it.
+                    state.rate_limit = _rate_limit_of(provider)
             fields["target"] = Answered(provider=target.provider, model=target.model)
             return fields
         raise AssertionError("unreachable: the loop returns or raises")

@@ -32,7 +32,7 @@ from pamqp.commands import Basic
 from contracts import topology as t
 from contracts.codec import encode
 from contracts.errors import BadRequest, FleetError
-from contracts.frames import Delta, Error, Final, Start, ToolCallDelta
+from contracts.frames import Delta, Error, Final, RateLimit, Start, ToolCallDelta
 from workers.config import CoalesceSettings
 
 # One frame alone in a message, with the array header around it, must fit the
@@ -365,9 +365,16 @@ class ReplyStream:
             raise self._failure
         await self._push_confirmed(Error, fields)
 
-    async def fail_with(self, exc: FleetError, *, retryable: bool | None = None) -> None:
+    async def fail_with(
+        self,
+        exc: FleetError,
+        *,
+        retryable: bool | None = None,
+        rate_limit: RateLimit | None = None,
+    ) -> None:
         """The error frame for `exc`, carrying everything it knows; `retryable`
-        overrides its own verdict (a job refused for good is never worth resending)."""
+        overrides its own verdict (a job refused for good is never worth resending).
+        `rate_limit` is the budget the failed call's last response reported."""
         await self.fail(
             code=exc.code.value,
             message=exc.message,
@@ -375,6 +382,7 @@ class ReplyStream:
             provider_status=exc.provider_status,
             retry_after=exc.retry_after,
             provider_request_id=exc.provider_request_id,
+            rate_limit=rate_limit,
         )
 
     def close(self) -> None:

@@ -10,6 +10,12 @@ backoff, on the next broker address first.
 Deliveries are taken from aiormq directly: the worker reads the few properties
 it needs from the decoded frame, and a message whose properties cannot be read
 (see contracts/amqp_guard.py) is refused like any other bad input.
+
+Job slots are the broker's prefetch, which RabbitMQ counts per consumer (quorum
+queues refuse a channel-wide one): each interactive queue (`llm.chat`,
+`llm.embed`) has `FLEET_CONCURRENCY` unacked jobs at most, and `llm.batch`, on a
+channel of its own, `FLEET_BATCH_CONCURRENCY`. So a backfill's flood of batch jobs
+never takes the slots interactive jobs need, nor a chat burst the backfill's.
 """
 
 from __future__ import annotations
@@ -202,8 +208,8 @@ class _Session:
     consume: AbstractConnection
     publish: AbstractConnection
     raw_publish: RawChannel  # confirms + mandatory returns
-    jobs: RawChannel | None = None
-    consumers: list[str] = field(default_factory=list)
+    # Every job consumer with the channel it consumes on (one channel per pool).
+    consumers: list[tuple[RawChannel, str]] = field(default_factory=list)
     held: dict[str, None] = field(default_factory=dict)
     # aio-pika resolves `closed()` only on a local close(); a broker-side close
     # (restart, forced close, network loss) is reported through close_callbacks.
@@ -387,10 +393,6 @@ class Worker:
 
     async def _start_consuming(self, session: _Session) -> None:
         s = self._settings
-        jobs = await (await session.consume.channel()).get_underlay_channel()
-        watch_channel(jobs, session.lost)
-        await jobs.basic_qos(prefetch_count=s.concurrency)
-        session.jobs = jobs
 
         async def on_delivery(message: DeliveredMessage) -> None:
             # Our own task, so cancelling a job never disturbs aiormq's delivery machinery.
@@ -398,12 +400,21 @@ class Worker:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-        for qname in s.queues:
-            ok = await jobs.basic_consume(qname, on_delivery)
-            assert ok.consumer_tag is not None
-            session.consumers.append(ok.consumer_tag)
+        for queues, prefetch in s.job_pools():
+            # The prefetch applies to each consumer started on the channel after it.
+            jobs = await (await session.consume.channel()).get_underlay_channel()
+            watch_channel(jobs, session.lost)
+            await jobs.basic_qos(prefetch_count=prefetch)
+            for qname in queues:
+                ok = await jobs.basic_consume(qname, on_delivery)
+                assert ok.consumer_tag is not None
+                session.consumers.append((jobs, ok.consumer_tag))
         log.info(
-            "worker_ready", worker=s.worker_id, queues=list(s.queues), concurrency=s.concurrency
+            "worker_ready",
+            worker=s.worker_id,
+            queues=list(s.queues),
+            concurrency=s.concurrency,
+            batch_concurrency=s.batch_concurrency,
         )
 
     async def _serve(self, session: _Session) -> list[str]:
@@ -426,10 +437,9 @@ class Worker:
 
     async def _drain(self, session: _Session) -> None:
         """SIGTERM: stop intake, let in-flight jobs finish within the grace period."""
-        if session.jobs is not None:
-            for tag in session.consumers:
-                with contextlib.suppress(*BROKER_ERRORS):
-                    await session.jobs.basic_cancel(tag)
+        for channel, tag in session.consumers:
+            with contextlib.suppress(*BROKER_ERRORS):
+                await channel.basic_cancel(tag)
         pending = set(self._tasks)
         log.info("draining", inflight=len(pending), grace_s=self._settings.grace_period)
         if pending:
@@ -755,6 +765,8 @@ class Worker:
                 answered.provider, answered.model, usage or Usage(), kind
             )
         fields["metrics"] = metrics
+        if state.rate_limit is not None:
+            fields["rate_limit"] = state.rate_limit
         fields["named_metrics"] = named_metrics(
             status="ok",
             usage=usage if isinstance(usage, Usage) else None,
@@ -774,8 +786,11 @@ class Worker:
             provider_request_id=exc.provider_request_id,
             retry_after=exc.retry_after,
         )
+        # The budget the refusing response reported: a 429's is the one a producer
+        # that paces itself needs most.
+        rate_limit = delivery.state.rate_limit if delivery.state is not None else None
         try:
-            await stream.fail_with(exc)
+            await stream.fail_with(exc, rate_limit=rate_limit)
         except ReplyQueueGone:
             log.warning("reply_queue_gone", reply_to=delivery.reply_to)
         await self._settle(delivery, kind, exc.code.value, error=exc)

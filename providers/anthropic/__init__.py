@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from providers.anthropic.adapter import Anthropic
+from providers.anthropic.ratelimits import anthropic_rate_limits
 from providers.core.spec import Capability, ProviderSpec
 
 SPEC = ProviderSpec(
@@ -16,6 +17,7 @@ SPEC = ProviderSpec(
     auth="x-api-key",
     credential_fields=("api_key", "base_url", "anthropic_version", "anthropic_beta"),
     description="Anthropic Messages API",
+    rate_limits=anthropic_rate_limits,
 )
 
 SPECS = (

@@ -23,6 +23,7 @@ from dataclasses import replace
 from providers.azure.adapter import AzureFoundry, AzureOpenAI
 from providers.azure.auth import ENTRA_TOKEN_URL
 from providers.core.spec import Capability, ProviderSpec
+from providers.openai import EMBED_LIMITS
 
 _ALL = Capability.CHAT | Capability.STREAM | Capability.TOOLS | Capability.EMBED
 _ALL |= Capability.VERIFY
@@ -47,6 +48,8 @@ SPEC = ProviderSpec(
     ),
     default_token_url=ENTRA_TOKEN_URL,
     description="Azure OpenAI (deployments, dated api-version; api_version 'v1' for the v1 API)",
+    # Azure OpenAI's embeddings deployments take what OpenAI's API does.
+    embed_limits=EMBED_LIMITS,
 )
 
 SPECS = (

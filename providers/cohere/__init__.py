@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from providers.cohere.adapter import Cohere
+from providers.cohere.embed import BATCH
+from providers.core.limits import EmbedLimits
 from providers.core.spec import Capability, ProviderSpec
 
 SPEC = ProviderSpec(
@@ -21,6 +23,8 @@ SPEC = ProviderSpec(
     auth="bearer",
     credential_fields=("api_key", "base_url"),
     description="Cohere API v2: Chat, Embed, Rerank",
+    # 96 texts a request; a longer text is cut (`truncate` defaults to END).
+    embed_limits=EmbedLimits(max_inputs=BATCH),
 )
 
 SPECS = (

@@ -5,6 +5,10 @@ through the pooled client, turns transport failures and error responses into
 `contracts.errors` (through the provider's `ErrorTable`), and owns the life of
 streamed responses: they are closed on every way out, and drained after the
 end-of-stream marker so the connection can be reused.
+
+It also keeps what the worker reads about the last response after a call,
+without every adapter returning it: the provider's request id and its
+rate-limit headers (see `LastResponse`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
@@ -24,7 +29,17 @@ from providers.core.http import HttpClientPool, json_body, translate_transport_e
 from providers.core.sse import ServerSentEvent, aiter_sse
 from providers.core.types import Secret, StreamEnd, StreamEvent, VerifyResult
 
-__all__ = ["USER_AGENT", "ApiClient", "StreamParser", "decode_object", "sse_chat_stream"]
+__all__ = [
+    "USER_AGENT",
+    "ApiClient",
+    "LastResponse",
+    "StreamParser",
+    "decode_object",
+    "forget_last_response",
+    "last_rate_limit_headers",
+    "last_request_id",
+    "sse_chat_stream",
+]
 
 USER_AGENT = "llm-fleet/0.1"
 _JSON = "application/json"
@@ -114,7 +129,7 @@ class ApiClient:
                 method, path, secret, body, accept=_JSON, params=params, headers=headers
             )
             response = await self._http.client.send(request, auth=self._auth(secret))
-        _LAST_REQUEST_ID.set(request_id_of(response.headers))
+        _note(response.headers)
         return response
 
     async def json(
@@ -184,7 +199,7 @@ class ApiClient:
                 method, path, secret, body, accept=accept, params=params, headers=headers
             )
             response = await self._http.client.send(request, auth=self._auth(secret), stream=True)
-        _LAST_REQUEST_ID.set(request_id_of(response.headers))
+        _note(response.headers)
         try:
             with translate_transport_errors(self.name, secret=secret):
                 if response.status_code != 200:
@@ -195,21 +210,52 @@ class ApiClient:
             await close_quietly(response)
 
 
-# The provider's id for the last response the current task received: each job runs in
-# a task of its own, so the worker reads its answer's id here after the call (the
-# audit row names it) without every adapter returning it.
-_LAST_REQUEST_ID: ContextVar[str | None] = ContextVar("provider_request_id", default=None)
+@dataclass(slots=True)
+class LastResponse:
+    """What the worker reads about the last response a job's calls received.
+
+    Held in a context variable as one mutable box per job: `forget_last_response()`
+    puts a fresh box in the job's task before each target is called, and tasks an
+    adapter starts (several requests for one job, `providers/core/fanout.py`)
+    inherit the context and so write into that same box, which setting the
+    variable itself from those tasks would not do.
+    """
+
+    request_id: str | None = None
+    # Headers whose name holds "ratelimit", names in lowercase: a handful of the
+    # response's, read only when the worker parses them with the provider's spec.
+    rate_limit_headers: dict[str, str] = field(default_factory=dict)
+
+
+_LAST_RESPONSE: ContextVar[LastResponse | None] = ContextVar("last_response", default=None)
+
+
+def _note(headers: httpx.Headers) -> None:
+    seen = _LAST_RESPONSE.get()
+    if seen is None:
+        seen = LastResponse()
+        _LAST_RESPONSE.set(seen)
+    seen.request_id = request_id_of(headers)
+    # httpx.Headers yields lowercase names.
+    seen.rate_limit_headers = {k: v for k, v in headers.items() if "ratelimit" in k}
+
+
+def forget_last_response() -> None:
+    """Before a call: what an earlier call (another target's, another job's) left must
+    not be taken for this one's."""
+    _LAST_RESPONSE.set(LastResponse())
 
 
 def last_request_id() -> str | None:
-    """The provider's request id of the last response this task received, if any."""
-    return _LAST_REQUEST_ID.get()
+    """The provider's request id of the last response this job received, if any."""
+    seen = _LAST_RESPONSE.get()
+    return None if seen is None else seen.request_id
 
 
-def forget_request_id() -> None:
-    """Before a call: an id from an earlier call (another target's) must not be taken
-    for this one's."""
-    _LAST_REQUEST_ID.set(None)
+def last_rate_limit_headers() -> Mapping[str, str]:
+    """The rate-limit headers of the last response this job received (maybe none)."""
+    seen = _LAST_RESPONSE.get()
+    return {} if seen is None else seen.rate_limit_headers
 
 
 class StreamParser(Protocol):

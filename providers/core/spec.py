@@ -17,6 +17,8 @@ from typing import Protocol
 from contracts import catalog
 from contracts.catalog import ProviderInfo
 from providers.core.http import HttpClientPool
+from providers.core.limits import EmbedLimits
+from providers.core.ratelimits import RateLimitReader, openai_rate_limits
 from providers.core.types import (
     ChatRequest,
     ChatResult,
@@ -123,6 +125,9 @@ class ProviderSpec:
     `build` makes the adapter; a spec may be registered under several names
     (`vllm`, `ollama` share OpenAI's dialect) with `replace(spec, name=…)`.
     `credential_fields` documents what the adapter reads from a credential.
+    `rate_limits` reads the provider's rate-limit headers (OpenAI's by default);
+    `embed_limits` says how much one embeddings request may carry, for every
+    provider with EMBED (see providers/core/limits.py).
     """
 
     name: str
@@ -133,6 +138,8 @@ class ProviderSpec:
     credential_fields: tuple[str, ...] = ("api_key",)
     default_token_url: str | None = None
     description: str = ""
+    rate_limits: RateLimitReader = openai_rate_limits
+    embed_limits: EmbedLimits | None = None
 
     @classmethod
     def custom(

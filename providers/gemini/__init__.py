@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from providers.core.limits import EmbedLimits
 from providers.core.spec import Capability, ProviderSpec
-from providers.gemini.adapter import Gemini
+from providers.gemini.adapter import BATCH_LIMIT, Gemini
 
 _ALL = Capability.CHAT | Capability.STREAM | Capability.TOOLS | Capability.EMBED
 _ALL |= Capability.VERIFY
@@ -23,6 +24,9 @@ SPEC = ProviderSpec(
     auth="x-goog-api-key",
     credential_fields=("api_key", "base_url"),
     description="Google Gemini API (AI Studio): generateContent and embeddings",
+    # batchEmbedContents takes 100 requests; Gemini's embedding models read 2,048
+    # tokens of a text.
+    embed_limits=EmbedLimits(max_inputs=BATCH_LIMIT, max_input_tokens=2048),
 )
 
 SPECS = (

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from providers.core.limits import EmbedLimits
 from providers.core.spec import Capability, ProviderSpec
 from providers.huggingface.adapter import HuggingFace
+from providers.huggingface.embed import BATCH
 from providers.huggingface.endpoints import DEFAULT_BASE_URL
 
 SPEC = ProviderSpec(
@@ -34,6 +36,8 @@ SPEC = ProviderSpec(
     credential_fields=("api_key", "base_url", "bill_to"),
     description="Hugging Face Inference Providers: router chat (org/model[:provider]), "
     "HF Inference feature-extraction embeddings, Hub whoami",
+    # HF Inference runs feature extraction on TEI: 32 texts a request by default.
+    embed_limits=EmbedLimits(max_inputs=BATCH),
 )
 
 SPECS = (

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from providers.core.limits import EmbedLimits
 from providers.core.spec import Capability, ProviderSpec
 from providers.mistral.adapter import Mistral
+from providers.mistral.embed import MAX_INPUTS, MAX_TOKENS
+from providers.mistral.ratelimits import mistral_rate_limits
 
 _ALL = Capability.CHAT | Capability.STREAM | Capability.TOOLS | Capability.EMBED
 _ALL |= Capability.VERIFY
@@ -22,6 +25,12 @@ SPEC = ProviderSpec(
     auth="bearer",
     credential_fields=("api_key", "base_url", "safe_prompt"),
     description="Mistral AI chat completions and embeddings",
+    rate_limits=mistral_rate_limits,
+    # 512 inputs and 16,384 tokens a request (providers/mistral/embed.py); a text past
+    # the model's 8,192 tokens is refused, not cut.
+    embed_limits=EmbedLimits(
+        max_inputs=MAX_INPUTS, max_input_tokens=8192, max_request_tokens=MAX_TOKENS
+    ),
 )
 
 SPECS = (

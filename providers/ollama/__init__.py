@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from providers.core.limits import EmbedLimits
 from providers.core.spec import Capability, ProviderSpec
 from providers.ollama.adapter import Ollama
 from providers.openai.adapter import OpenAICompatible
@@ -28,6 +29,9 @@ SPEC = ProviderSpec(
     auth="none, or bearer (ollama.com)",
     credential_fields=("api_key", "base_url"),
     description="Ollama's native API (/api/chat, /api/embed)",
+    # Ollama documents no limit on inputs and cuts a long one to the model's context
+    # (`truncate` defaults to true): OpenAI's count keeps one answer of a sane size.
+    embed_limits=EmbedLimits(max_inputs=2048),
 )
 
 SPECS = (

@@ -11,11 +11,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from providers.core.limits import EmbedLimits
 from providers.core.spec import Capability, ProviderSpec
 from providers.openai.adapter import OpenAICompatible
 
 _ALL = Capability.CHAT | Capability.STREAM | Capability.TOOLS | Capability.EMBED
 _ALL |= Capability.VERIFY
+
+# OpenAI's embeddings reference: at most 2,048 inputs, each at most 8,192 tokens (a
+# longer one is refused, not cut), and 300,000 tokens in all. OpenAI-compatible
+# servers are held to the same: their clients are written for it.
+EMBED_LIMITS = EmbedLimits(max_inputs=2048, max_input_tokens=8192, max_request_tokens=300_000)
 
 SPEC = ProviderSpec(
     name="openai",
@@ -25,6 +31,7 @@ SPEC = ProviderSpec(
     auth="bearer",
     credential_fields=("api_key", "base_url", "organization", "project"),
     description="OpenAI Chat Completions and Embeddings",
+    embed_limits=EMBED_LIMITS,
 )
 
 SPECS = (

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from providers.core.limits import EmbedLimits
 from providers.core.spec import Capability, ProviderSpec
-from providers.tei.adapter import TEI
+from providers.tei.adapter import DEFAULT_BATCH, TEI
 
 SPEC = ProviderSpec(
     name="tei",
@@ -19,6 +20,9 @@ SPEC = ProviderSpec(
     description="HuggingFace Text Embeddings Inference (self-hosted or an Inference "
     "Endpoint); its address comes from the operator (FLEET_PROVIDER_URLS) or the "
     "credential's base_url, the api_key is optional",
+    # TEI's --max-client-batch-size (32 unless the operator changed it); long texts
+    # are cut (`truncate: true`).
+    embed_limits=EmbedLimits(max_inputs=DEFAULT_BATCH),
 )
 
 SPECS = (

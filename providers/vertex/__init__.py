@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from providers.core.limits import EmbedLimits
 from providers.core.spec import Capability, ProviderSpec
 from providers.vertex.adapter import Vertex
+from providers.vertex.embed import MAX_INSTANCES
 from providers.vertex.urls import DEFAULT_BASE_URL
 
 _ALL = Capability.CHAT | Capability.STREAM | Capability.TOOLS | Capability.EMBED
@@ -38,6 +40,14 @@ SPEC = ProviderSpec(
     ),
     description="Vertex AI (Gemini models and text embeddings) with a service account "
     "key; the host follows the credential's location",
+    # text-embedding-00x and text-multilingual-embedding-002: 250 instances and 20,000
+    # tokens a request; gemini-embedding-001 one instance. A long text is cut to the
+    # model's 2,048 tokens (autoTruncate, on by default), not refused.
+    embed_limits=EmbedLimits(
+        max_inputs=MAX_INSTANCES,
+        max_request_tokens=20_000,
+        by_model={"gemini-embedding-001": EmbedLimits(max_inputs=1)},
+    ),
 )
 
 SPECS = (

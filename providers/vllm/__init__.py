@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from providers.core.limits import EmbedLimits
 from providers.core.spec import Capability, ProviderSpec
 from providers.vllm.adapter import Vllm
 
@@ -24,6 +25,9 @@ SPEC = ProviderSpec(
     auth="none, or bearer (--api-key)",
     credential_fields=("api_key", "base_url"),
     description="vLLM's OpenAI-compatible server (chat, embeddings, rerank)",
+    # vLLM documents no limit on inputs (OpenAI's count is used); one text may be as
+    # long as the served model's context, which only the server knows.
+    embed_limits=EmbedLimits(max_inputs=2048),
 )
 
 SPECS = (

@@ -19,7 +19,7 @@ from contracts.errors import (
     RateLimited,
     error_for_code,
 )
-from contracts.frames import Answered, Catalog, Error, Final, Usage
+from contracts.frames import Answered, Catalog, Error, Final, RateLimit, Usage
 from workers.config import CoalesceSettings
 from workers.reply import ReplyPublisher, ReplyStream
 
@@ -97,6 +97,14 @@ class TestClientRebuild:
             "req_9",
         )
         assert error.message == "overloaded"
+
+    def test_the_providers_budget_reaches_the_exception(self) -> None:
+        budget = RateLimit(limit_requests=60, remaining_requests=0, reset_requests=0.8)
+        error = _error_for_frame(
+            error_frame(code="rate_limited", message="m", retryable=True, rate_limit=budget)
+        )
+        assert error.rate_limit == budget
+        assert _error_for_frame(error_frame(code="timeout", message="m")).rate_limit is None
 
     def test_a_frame_without_status_does_not_get_the_class_default(self) -> None:
         """RateLimited defaults to 429 when raised in a worker; a frame says what it says."""
