@@ -12,6 +12,7 @@ import click
 
 from contracts.sealing import parse_ttl
 from workers.cli_audit import audit
+from workers.cli_backfill import backfill
 from workers.cli_prices import prices_cmd
 from workers.cli_tenants import tenants
 from workers.cli_top import top
@@ -293,6 +294,7 @@ main.add_command(tenants)
 main.add_command(audit)
 main.add_command(prices_cmd)
 main.add_command(top)
+main.add_command(backfill)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -224,6 +224,7 @@ async def vault_db(database_url: str) -> AsyncIterator[str]:
         "0003_credentials_constraints.sql",
         "0004_tenant_keys_and_shares.sql",
         "0005_audit.sql",
+        "0006_embedding_cache.sql",
     ]
     yield url
     await drop_database(database_url, url)

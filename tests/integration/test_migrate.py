@@ -130,6 +130,7 @@ SHIPPED = [
     "0003_credentials_constraints.sql",
     "0004_tenant_keys_and_shares.sql",
     "0005_audit.sql",
+    "0006_embedding_cache.sql",
 ]
 
 
@@ -263,6 +264,7 @@ async def test_0003_gives_way_to_a_busy_table_and_a_later_run_applies_it(
             "0003_credentials_constraints.sql",
             "0004_tenant_keys_and_shares.sql",
             "0005_audit.sql",
+            "0006_embedding_cache.sql",
         ]
         assert all((await validated(conn)).values())
         assert await conn.fetchval("SELECT count(*) FROM credentials WHERE id = $1", row) == 1

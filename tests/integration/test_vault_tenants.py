@@ -214,7 +214,11 @@ async def test_legacy_rows_keep_opening_and_the_upgrade_is_resumable(
             nonce,
             check,
         )
-        assert await migrate(db) == ["0004_tenant_keys_and_shares.sql", "0005_audit.sql"]
+        assert await migrate(db) == [
+            "0004_tenant_keys_and_shares.sql",
+            "0005_audit.sql",
+            "0006_embedding_cache.sql",
+        ]
         assert await schemes(conn) == {1: 5}
 
         worker = await spawn_worker(env=db_env(db))
