@@ -901,6 +901,9 @@ class FleetClient:
                 pending = self._pending.get(frame.request_id)
                 if pending is None or pending.submission == frame.submission:
                     unclaimed.append(frame)
+            elif self._durable:
+                # Starts and deltas of jobs sent before a restart: expected, not strangers'.
+                continue
             elif frame.request_id not in self._pending and frame.request_id not in self._finished:
                 unknown += 1
         if unknown:

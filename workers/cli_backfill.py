@@ -288,6 +288,11 @@ def describe_report(report: BackfillReport, checkpoint: Path) -> str:
         head = f"■ backfill stopped: {report.output} (checkpoint {checkpoint})"
     else:
         head = f"backfill ended early: {report.output}"
+    if report.complete and not (report.written or report.refused or report.failed):
+        return (
+            f"{head}: nothing left to do ({report.already_done:,} rows written by earlier "
+            f"runs, {report.refused_total:,} refused)"
+        )
     lines = [
         head,
         f"  this run: {report.written:,} written ({report.cached:,} from the cache) in "

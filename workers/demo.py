@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import signal
 import socket
 import sys
 import tempfile
-import time
 from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tqdm import tqdm
 
 from contracts.brokers import DEFAULT_AMQP_URL
 from contracts.client import FleetClient, Restart
 from contracts.frames import Delta, Final
-from contracts.jobs import Credential, EmbedJob, Message, Target
+from contracts.jobs import Credential, Message, Target
 from providers.mock.app import mock_providers
 from workers.crypto import Keyring, seal
 
@@ -196,7 +195,7 @@ async def run_demo(
                 options={"model.max_tokens": 30},
             )
         embed_target = Target(provider="mock", model="mock-embed-1", credential=target.credential)
-        await backfill_demo(amqp_url, embed_target, n_texts)
+        await backfill_demo(env, embed_target, n_texts, logdir)
         print(f"\n✔ demo finished; stopping the fleet (logs kept in {logdir})")
         return 0
     except DemoFailed as exc:
@@ -264,32 +263,46 @@ async def chat_demo(
             )
 
 
-async def backfill_demo(amqp_url: str, target: Target, n_texts: int) -> None:
-    """Submit every batch at once, then collect answers from a durable reply queue:
-    a backfill that crashes halfway picks its answers up again after a restart."""
-    texts = [f"document {i}: the quick brown fox number {i} jumps" for i in range(n_texts)]
-    batches = [texts[i : i + EMBED_BATCH] for i in range(0, len(texts), EMBED_BATCH)]
-    queue = f"demo-backfill-{os.getpid()}"
-    started = time.monotonic()
-    dims = 0
-    async with FleetClient(amqp_url, reply_queue=queue, name="llm-fleet demo backfill") as client:
-        print(
-            f"\n▶ embedding backfill: {n_texts} texts in {len(batches)} jobs "
-            f"(answers to {client.reply_queue})"
+async def backfill_demo(
+    env: Mapping[str, str], target: Target, n_texts: int, workdir: Path
+) -> None:
+    """Run `llm-fleet backfill` on a small corpus as a user would, then once more: the
+    second run finds everything done and sends nothing."""
+    corpus, output = workdir / "corpus.jsonl", workdir / "embeddings.jsonl"
+    with corpus.open("w") as out:
+        for i in range(n_texts):
+            text = f"document {i}: the quick brown fox number {i} jumps"
+            out.write(json.dumps({"id": f"doc-{i}", "text": text}) + "\n")
+    args = [
+        "backfill",
+        "--input",
+        str(corpus),
+        "--output",
+        str(output),
+        "--provider",
+        target.provider,
+        "--model",
+        target.model,
+        "--batch-size",
+        str(EMBED_BATCH),
+        "--no-cache",  # the demo has no database
+    ]
+    assert target.credential.sealed is not None
+    benv = {**env, "FLEET_SEALED_CREDENTIAL": target.credential.sealed}
+    shown = " ".join(["llm-fleet", *args]).replace(str(workdir) + "/", "")
+    print(f"\n▶ embedding backfill of {n_texts} texts (in {workdir}):\n  $ {shown}")
+    for run in range(2):
+        if run:
+            print("▶ the same command again (as after a crash): it resumes, here with nothing left")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "workers.cli", *args, env=benv
         )
-        for i, batch in enumerate(batches):
-            job = EmbedJob(v=1, request_id=f"demo-embed-{i}", target=target, inputs=batch)
-            await client.submit(job)
-        with tqdm(total=n_texts, unit="text", file=sys.stdout) as bar:
-            pending = len(batches)
-            async for answer in client.results():
-                if not isinstance(answer, Final) or answer.embeddings is None:
-                    raise RuntimeError(f"backfill job failed: {answer}")
-                dims = answer.embeddings.dims
-                bar.update(answer.embeddings.count)
-                pending -= 1
-                if not pending:
-                    break
-        await client.delete_reply_queue()
-    took = time.monotonic() - started
-    print(f"  {n_texts} vectors of {dims} dims in {took:.2f}s ({n_texts / took:.0f} vectors/s)")
+        if await proc.wait() != 0:
+            raise DemoFailed(f"the backfill failed (exit code {proc.returncode})")
+    with output.open() as written:
+        first = json.loads(written.readline())
+    print(
+        f"  {output.name}: {n_texts} rows like "
+        f'{{"id": "{first["id"]}", "embedding": [{first["embedding"][0]:.4f}, …]}} '
+        f"({len(first['embedding'])} dims)"
+    )

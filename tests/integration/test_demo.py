@@ -50,7 +50,7 @@ async def test_the_demo_runs_beside_a_store_sealed_with_another_key(
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "the fleet serves: " in out.out and "mock" in out.out
-    assert "usage: " in out.out and "40 vectors" in out.out
+    assert "usage: " in out.out and "40 rows like" in out.out
     assert "demo finished" in out.out
 
 
