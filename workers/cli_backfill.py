@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Literal, cast
 
+import aiormq
+import asyncpg
 import click
 
 from contracts.client import DEFAULT_AMQP_URL
@@ -247,6 +249,12 @@ def _run(coro: object) -> object:
         return run_async(coro)  # type: ignore[arg-type]
     except BackfillError as exc:
         raise click.ClickException(str(exc)) from None
+    except (OSError, aiormq.exceptions.AMQPError, asyncpg.PostgresError) as exc:
+        # A broker or database that cannot be reached: the checkpoint is as the last
+        # commit left it. (Their messages name hosts and errors, never passwords.)
+        raise click.ClickException(
+            f"{type(exc).__name__}: {exc}. Nothing is lost: run the same command again to resume."
+        ) from None
 
 
 async def _dry_run(

@@ -17,18 +17,21 @@ import subprocess
 import sys
 import time
 import uuid
+from array import array
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
-from providers.mock.server import RunningMock
+from providers.mock.config import MockConfig
+from providers.mock.server import RunningMock, start_mock
 from providers.mock.text import embedding_bytes
 from tests.brokers import BrokerNode
-from tests.integration.conftest import ROOT, TENANT, SpawnWorker, sealed_target
+from tests.integration.conftest import MOCK_KEY, ROOT, TENANT, SpawnWorker, sealed_target
 from tests.integration.test_fleet import mock_admin
 from workers.crypto import Keyring
 
@@ -50,8 +53,6 @@ def write_corpus(path: Path, n: int, *, prefix: str = "doc") -> list[tuple[str, 
 
 
 def read_output(path: Path) -> list[tuple[str, bytes]]:
-    from array import array
-
     rows = []
     for line in path.read_text().splitlines():
         record = json.loads(line)
@@ -83,7 +84,7 @@ class Backfill:
     """`llm-fleet backfill` in a subprocess of its own, which tests may kill."""
 
     proc: asyncio.subprocess.Process
-    out: bytearray
+    sealed: str  # the credential envelope it was given (must never be echoed)
 
     async def wait(self, within: float = 120.0) -> tuple[int, str]:
         stdout, _ = await asyncio.wait_for(self.proc.communicate(), within)
@@ -125,7 +126,7 @@ async def start_backfill(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        backfill = Backfill(proc, bytearray())
+        backfill = Backfill(proc, target.credential.sealed)
         procs.append(backfill)
         return backfill
 
@@ -380,6 +381,8 @@ class TestKills:
         code, text = await first.wait()
         assert code == 130, text
         assert "Resume with the same command" in text and "llm-fleet backfill" in text
+        for where in (text, checkpoint.read_text(), out.read_text()):
+            assert first.sealed not in where and first.sealed[-40:] not in where
         code, text = await (await start_backfill(*args)).wait()
         assert code == 0, text
         assert_exactly_once(out, corpus)
@@ -440,3 +443,87 @@ class TestKills:
         code, text = await backfill.wait(within=240)
         assert code == 0, text
         assert_exactly_once(out, corpus)
+
+
+class TestOtherShapes:
+    async def test_postgres_query_to_table_then_rerun_is_a_no_op(
+        self,
+        spawn_worker: SpawnWorker,
+        start_backfill: StartBackfill,
+        vault_db: str,
+        mock: RunningMock,
+    ) -> None:
+        await spawn_worker()
+        table = f"docs_{uuid.uuid4().hex[:8]}"
+        conn = await asyncpg.connect(vault_db)
+        try:
+            await conn.execute(f"CREATE TABLE {table} (doc_id integer, body text)")
+            # Inserted out of order: the backfill reads ordered by the id column.
+            await conn.executemany(
+                f"INSERT INTO {table} VALUES ($1, $2)",
+                [(i, f"body of document {i}") for i in reversed(range(60))],
+            )
+            args = (
+                "--query", f"SELECT doc_id, body FROM {table}",
+                "--id-field", "doc_id", "--text-field", "body",
+                "--output-table", f"{table}_emb", "--vector-type", "real[]",
+                "--batch-size", "7", "--checkpoint", f"/tmp/{table}.checkpoint", "--no-cache",
+            )  # fmt: skip
+            code, text = await (await start_backfill(*args)).wait()
+            assert code == 0, text
+            rows = await conn.fetch(f"SELECT id, embedding FROM {table}_emb")
+            assert sorted(int(r["id"]) for r in rows) == list(range(60))
+            for r in rows:
+                expected = embedding_bytes(f"body of document {r['id']}", DIMS)
+                assert array("f", r["embedding"]).tobytes() == expected
+            before = await embeddings_requests(mock)
+            code, text = await (await start_backfill(*args)).wait()
+            assert code == 0 and "nothing left to do" in text, text
+            assert await embeddings_requests(mock) == before
+        finally:
+            await conn.execute(f"DROP TABLE IF EXISTS {table}, {table}_emb")
+            await conn.close()
+
+    async def test_parquet_keyed_by_id(
+        self, spawn_worker: SpawnWorker, start_backfill: StartBackfill, tmp_path: Path
+    ) -> None:
+        import pyarrow.parquet as pq
+
+        await spawn_worker()
+        corpus = write_corpus(tmp_path / "in.jsonl", 90)
+        out = tmp_path / "out.parquet"
+        code, text = await (await start_backfill(
+            "--input", str(tmp_path / "in.jsonl"), "--output", str(out), "--order", "arrival",
+            "--batch-size", "8", "--no-cache",
+        )).wait()  # fmt: skip
+        assert code == 0, text
+        table = pq.read_table(out).to_pydict()
+        assert sorted(table["id"]) == sorted(row_id for row_id, _ in corpus)
+        texts = dict(corpus)
+        for row_id, vector in zip(table["id"], table["embedding"], strict=True):
+            assert array("f", vector).tobytes() == embedding_bytes(texts[row_id], DIMS)
+
+
+class TestRateLimits:
+    async def test_a_provider_that_refuses_past_its_limit_is_waited_for(
+        self, spawn_worker: SpawnWorker, start_backfill: StartBackfill, tmp_path: Path
+    ) -> None:
+        """Told a pace ten times what the provider allows, the backfill meets 429s: it pauses
+        as told, slows down, and still writes every id once."""
+        limited = await start_mock(
+            MockConfig(api_keys=frozenset({MOCK_KEY}), embed_dims=DIMS, requests_per_minute=600)
+        )
+        try:
+            await spawn_worker(env={"FLEET_PROVIDER_URLS": f"mock={limited.base_url}"})
+            corpus = write_corpus(tmp_path / "in.jsonl", 700)
+            out = tmp_path / "out.jsonl"
+            code, text = await (await start_backfill(
+                "--input", str(tmp_path / "in.jsonl"), "--output", str(out), "--batch-size", "1",
+                "--rpm", "6000", "--no-cache",
+            )).wait(within=200)  # fmt: skip
+            assert code == 0, text
+            assert_exactly_once(out, corpus)
+            assert "rate limited by the provider" in text
+            assert "(rate limited 0)" not in text
+        finally:
+            await limited.close()
