@@ -252,6 +252,7 @@ class TestRefusals:
         await mock_admin(mock, "POST", "/_mock/faults", {"spec": "400", "times": 1, "model": model})
         corpus = write_corpus(tmp_path / "in.jsonl", 16)
         out = tmp_path / "out.jsonl"
+        before = await embeddings_requests(mock)
         code, text = await (
             await start_backfill(
                 "--input",
@@ -266,6 +267,8 @@ class TestRefusals:
         ).wait()
         assert code == 0, text
         assert_exactly_once(out, corpus)
+        # The refused 16, then its two halves of 8.
+        assert await embeddings_requests(mock) - before == 3
 
     async def test_a_text_the_provider_refuses_is_listed_and_not_retried(
         self,
@@ -324,6 +327,16 @@ class TestRefusals:
         assert any("line 2" in r["reason"] for r in refused.values())
 
 
+def paced_run(tmp_path: Path, n: int) -> tuple[list[tuple[str, str]], Path, Path, tuple[str, ...]]:
+    """A corpus of `n` texts and the arguments of a backfill slow enough to interrupt:
+    600 requests/min of 5 texts (400 texts: about 8 s of work)."""
+    corpus = write_corpus(tmp_path / "in.jsonl", n)
+    out = tmp_path / "out.jsonl"
+    args = ("--input", str(tmp_path / "in.jsonl"), "--output", str(out), "--batch-size", "5",
+            "--rpm", "600", "--no-cache")  # fmt: skip
+    return corpus, out, tmp_path / "out.jsonl.checkpoint", args
+
+
 class TestKills:
     """Kill something mid-run, run the same command again: every id exactly once."""
 
@@ -331,20 +344,7 @@ class TestKills:
         self, spawn_worker: SpawnWorker, start_backfill: StartBackfill, tmp_path: Path
     ) -> None:
         await spawn_worker()
-        corpus = write_corpus(tmp_path / "in.jsonl", 400)
-        out, checkpoint = tmp_path / "out.jsonl", tmp_path / "out.jsonl.checkpoint"
-        # 600 requests/min of 5 texts: about 8 s of work, killed a third of the way.
-        args = (
-            "--input",
-            str(tmp_path / "in.jsonl"),
-            "--output",
-            str(out),
-            "--batch-size",
-            "5",
-            "--rpm",
-            "600",
-            "--no-cache",
-        )
+        corpus, out, checkpoint, args = paced_run(tmp_path, 400)
         first = await start_backfill(*args)
         await rows_committed(checkpoint, out, 120)
         first.proc.kill()
@@ -362,19 +362,7 @@ class TestKills:
         self, spawn_worker: SpawnWorker, start_backfill: StartBackfill, tmp_path: Path
     ) -> None:
         await spawn_worker()
-        corpus = write_corpus(tmp_path / "in.jsonl", 300)
-        out, checkpoint = tmp_path / "out.jsonl", tmp_path / "out.jsonl.checkpoint"
-        args = (
-            "--input",
-            str(tmp_path / "in.jsonl"),
-            "--output",
-            str(out),
-            "--batch-size",
-            "5",
-            "--rpm",
-            "600",
-            "--no-cache",
-        )
+        corpus, out, checkpoint, args = paced_run(tmp_path, 300)
         first = await start_backfill(*args)
         await rows_committed(checkpoint, out, 50)
         first.proc.send_signal(signal.SIGINT)
@@ -392,19 +380,7 @@ class TestKills:
     ) -> None:
         victim = await spawn_worker()
         await spawn_worker()
-        corpus = write_corpus(tmp_path / "in.jsonl", 400)
-        out, checkpoint = tmp_path / "out.jsonl", tmp_path / "out.jsonl.checkpoint"
-        args = (
-            "--input",
-            str(tmp_path / "in.jsonl"),
-            "--output",
-            str(out),
-            "--batch-size",
-            "5",
-            "--rpm",
-            "600",
-            "--no-cache",
-        )
+        corpus, out, checkpoint, args = paced_run(tmp_path, 400)
         backfill = await start_backfill(*args)
         await rows_committed(checkpoint, out, 100)
         victim.signal(signal.SIGKILL)
@@ -422,19 +398,7 @@ class TestKills:
     ) -> None:
         url = private_broker.url
         await spawn_worker(broker_url=url)
-        corpus = write_corpus(tmp_path / "in.jsonl", 400)
-        out, checkpoint = tmp_path / "out.jsonl", tmp_path / "out.jsonl.checkpoint"
-        args = (
-            "--input",
-            str(tmp_path / "in.jsonl"),
-            "--output",
-            str(out),
-            "--batch-size",
-            "5",
-            "--rpm",
-            "600",
-            "--no-cache",
-        )
+        corpus, out, checkpoint, args = paced_run(tmp_path, 400)
         backfill = await start_backfill(*args, broker_url=url)
         await rows_committed(checkpoint, out, 100)
         await asyncio.to_thread(private_broker.stop)

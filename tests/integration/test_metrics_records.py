@@ -9,6 +9,7 @@ the final frame's timings and usage), whichever way the runtime itself is wired.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -65,13 +66,22 @@ class Observing:
 async def observing(
     amqp_url: str, crypto_key: str, keyring: Keyring, mock: RunningMock
 ) -> AsyncIterator[Observing]:
+    async with observed_worker(amqp_url, crypto_key, keyring, mock, "metrics-records") as seen:
+        yield seen
+
+
+@contextlib.asynccontextmanager
+async def observed_worker(
+    amqp_url: str, crypto_key: str, keyring: Keyring, mock: RunningMock, worker_id: str
+) -> AsyncIterator[Observing]:
+    """A worker in this process whose every attempt record lands in an `Observing`."""
     env = {
         "AMQP_URL": amqp_url,
         "INTEGRATION_CRYPTO_KEY": crypto_key,
         "FLEET_PROVIDER_URLS": f"mock={mock.base_url}",
         "DATABASE_URL": "",
         "FLEET_HEALTH_PORT": "0",
-        "FLEET_WORKER_ID": "metrics-records",
+        "FLEET_WORKER_ID": worker_id,
     }
     settings = Settings.from_env(env)
     http = HttpClientPool(settings.http)

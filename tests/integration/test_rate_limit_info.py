@@ -9,31 +9,22 @@ error frames arrive as frames, with their `rate_limit`, not as exceptions.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from contracts import topology as t
 from contracts.client import FleetClient
 from contracts.frames import Error, Final
 from contracts.jobs import ChatJob, Message, Target
-from providers.core.http import HttpClientPool
 from providers.mock.config import MockConfig
 from providers.mock.server import RunningMock, start_mock
-from providers.registry import default_registry
 from tests.integration.conftest import sealed_target
 from tests.integration.test_fleet import fault_model
-from tests.integration.test_metrics_records import Observing
-from workers.config import Settings
-from workers.credentials import CredentialResolver
+from tests.integration.test_metrics_records import Observing, observed_worker
 from workers.crypto import Keyring
-from workers.execute import Executor
-from workers.metrics import WorkerMetrics
-from workers.runtime import Worker
 
 pytestmark = pytest.mark.integration
 
@@ -62,27 +53,8 @@ async def limited() -> AsyncIterator[RunningMock]:
 async def observing(
     amqp_url: str, crypto_key: str, keyring: Keyring, limited: RunningMock
 ) -> AsyncIterator[Observing]:
-    env = {
-        "AMQP_URL": amqp_url,
-        "INTEGRATION_CRYPTO_KEY": crypto_key,
-        "FLEET_PROVIDER_URLS": f"mock={limited.base_url}",
-        "DATABASE_URL": "",
-        "FLEET_HEALTH_PORT": "0",
-        "FLEET_WORKER_ID": "rate-limit-info",
-    }
-    settings = Settings.from_env(env)
-    http = HttpClientPool(settings.http)
-    registry = default_registry(http, settings.provider_urls, settings.provider_token_urls)
-    observing = Observing(WorkerMetrics(CollectorRegistry(), providers=registry.names()))
-    executor = Executor(registry, CredentialResolver(keyring), settings.retry)
-    worker = Worker(settings, executor, WorkerMetrics(CollectorRegistry()), recorder=observing)
-    task = asyncio.create_task(worker.run())
-    try:
-        yield observing
-    finally:
-        worker.request_stop()
-        await asyncio.wait_for(task, 30)
-        await http.aclose()
+    async with observed_worker(amqp_url, crypto_key, keyring, limited, "rate-limit-info") as seen:
+        yield seen
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, Final, Literal, Protocol, TextIO
 import asyncpg
 import msgspec
 
-from workers.backfill.items import BackfillError, BadRow, Item
+from workers.backfill.items import BackfillError, BadRow, Item, format_from_suffix
 from workers.migrate import quote_ident
 
 __all__ = ["InputSource", "InputSpec", "dsn_without_password", "open_input"]
@@ -89,13 +89,7 @@ class InputSpec:
             raise BackfillError("reading the input from stdin is not supported: give a file")
         if self.format is not None:
             return self.format
-        found = _SUFFIXES.get(Path(self.path).suffix.lower())
-        if found is None:
-            raise BackfillError(
-                f"cannot tell the format of {self.path} from its suffix "
-                f"({', '.join(_SUFFIXES)}): name it with the format option"
-            )
-        return found
+        return format_from_suffix(self.path, _SUFFIXES)
 
     def describe(self) -> dict[str, str]:
         """What the checkpoint records about the input (no password)."""

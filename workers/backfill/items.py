@@ -6,7 +6,12 @@ the batcher and the runner can all exchange them without import cycles.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import PurePath
+from typing import TypeVar
+
+F = TypeVar("F", bound=str)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +57,14 @@ class BackfillError(Exception):
 
     The message is shown as is, without traceback; it never contains a secret.
     """
+
+
+def format_from_suffix(path: str, suffixes: Mapping[str, F]) -> F:
+    """The file format its suffix names (`.jsonl`, `.csv`, …), or a BackfillError."""
+    found = suffixes.get(PurePath(path).suffix.lower())
+    if found is None:
+        raise BackfillError(
+            f"cannot tell the format of {path} from its suffix "
+            f"({', '.join(suffixes)}): name it with the format option"
+        )
+    return found

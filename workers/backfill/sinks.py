@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Final, Literal, Protocol
 
 from workers.backfill.inputs import dsn_without_password
-from workers.backfill.items import BackfillError, Vectors
+from workers.backfill.items import BackfillError, Vectors, format_from_suffix
 
 __all__ = ["START_OVER", "OutputSpec", "Position", "Sink", "open_sink"]
 
@@ -67,13 +67,7 @@ class OutputSpec:
         assert self.path is not None
         if self.format is not None:
             return self.format
-        found = _SUFFIXES.get(Path(self.path).suffix.lower())
-        if found is None:
-            raise BackfillError(
-                f"cannot tell the format of {self.path} from its suffix "
-                f"({', '.join(_SUFFIXES)}): name it with the format option"
-            )
-        return found
+        return format_from_suffix(self.path, _SUFFIXES)
 
     def describe(self) -> dict[str, str]:
         """What the checkpoint records about the output (no password)."""
