@@ -58,9 +58,13 @@ class MockSpec:
     embed_dims: int = 1536
     stamp_tokens: bool = False
     processes: int = 1
+    # Per-key budgets the mock enforces (0 = unlimited). They hold per process: a
+    # rate-limited mock must run as one process for its limit to mean anything.
+    rpm: int = 0
+    tpm: int = 0
 
     def describe(self) -> dict[str, Any]:
-        return {
+        described: dict[str, Any] = {
             "ttft_ms": self.ttft_ms,
             "tokens_per_sec": self.tokens_per_sec,
             "tokens": self.tokens,
@@ -68,6 +72,9 @@ class MockSpec:
             "stamp_tokens": self.stamp_tokens,
             "mock_processes": self.processes,
         }
+        if self.rpm or self.tpm:
+            described |= {"requests_per_min": self.rpm, "tokens_per_min": self.tpm}
+        return described
 
 
 def instant(tokens: int = 50, **kw: Any) -> MockSpec:
@@ -280,6 +287,11 @@ class Mock:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/openai/v1"
 
+    @property
+    def stats_url(self) -> str:
+        """The mock's counters (`/_mock/stats`, per process)."""
+        return f"http://127.0.0.1:{self.port}/_mock/stats"
+
 
 @dataclass(slots=True)
 class Fleet:
@@ -291,6 +303,8 @@ class Fleet:
     workers: list[Proc]
     client: CountingClient
     worker_spec: WorkerSpec
+    # Each worker's health server: /metrics there has its Prometheus counters.
+    health_urls: list[str] = field(default_factory=list)
     _sealed: dict[str, str] = field(default_factory=dict)
 
     def sealed(self, provider: str) -> str:
@@ -334,6 +348,10 @@ def mock_args(spec: MockSpec, port: int) -> list[str]:
         "--processes",
         str(spec.processes),
     ]
+    if spec.rpm:
+        args += ["--rpm", str(spec.rpm)]
+    if spec.tpm:
+        args += ["--tpm", str(spec.tpm)]
     return [*args, "--stamp-tokens"] if spec.stamp_tokens else args
 
 
@@ -376,6 +394,7 @@ async def start_fleet(
             "PYTHONPATH": str(ROOT),
         }
         worker_procs: list[Proc] = []
+        health_urls: list[str] = []
         ready: list[Awaitable[None]] = []
         for i in range(workers):
             env = _worker_env(base_env, spec, i + 1)
@@ -391,14 +410,15 @@ async def start_fleet(
             proc = spawn(f"worker-{i + 1}-{os.getpid()}", args, env, ctx.logdir)
             procs.append(proc)
             worker_procs.append(proc)
-            url = f"http://127.0.0.1:{env['FLEET_HEALTH_PORT']}/readiness/"
-            ready.append(wait_ready(url, proc))
+            health = f"http://127.0.0.1:{env['FLEET_HEALTH_PORT']}"
+            health_urls.append(health)
+            ready.append(wait_ready(f"{health}/readiness/", proc))
         ready += [wait_ready(f"{m.url}/models", m.proc) for m in running.values()]
         await asyncio.gather(*ready)
         client = CountingClient(ctx.amqp_url, default_timeout=120, name="llm-fleet bench")
         await client.connect()
         try:
-            yield Fleet(ctx.amqp_url, keyring, running, worker_procs, client, spec)
+            yield Fleet(ctx.amqp_url, keyring, running, worker_procs, client, spec, health_urls)
         finally:
             await client.close()
     finally:

@@ -20,7 +20,7 @@ from bench import report
 from bench.harness import BenchContext, bench_amqp_url, make_logdir
 
 # Order matters only for wall time: memory (the 5-minute churn) goes last.
-SUITE = ("latency", "cpu", "capacity", "embeddings", "audit", "tracing", "memory")
+SUITE = ("latency", "cpu", "capacity", "embeddings", "audit", "tracing", "backfill", "memory")
 # Opt-in: needs py-spy and attaches to the worker (its sampling disturbs figures).
 EXTRA = ("profile",)
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
