@@ -95,25 +95,24 @@ async def test_sustained_request_rate_is_the_flag_exactly_never_above() -> None:
     fake = FakeTime()
     pacer = make(fake, rpm=600)
     sends = await run_for(pacer, fake, 600.0)
-    burst = 600 * BURST_SECONDS / 60
-    # Ten simulated minutes: a small burst, then exactly 10 requests a second.
-    assert len(sends) == pytest.approx(6000 + burst, abs=2)
-    # Any minute holds at most the limit plus the starting burst, never a minute's burst.
-    assert most_in_any_window(sends, 60.0, tokens=False) <= 600 + burst + 1
+    # Ten simulated minutes: exactly 10 requests a second from the first one.
+    assert len(sends) == pytest.approx(6000, abs=2)
+    # Any minute holds at most the limit and one request: no opening burst.
+    assert most_in_any_window(sends, 60.0, tokens=False) <= 600 + 1
     steady = [at for at, _ in sends if at >= sends[0][0] + 60]
     per_minute = (len(steady) - 1) / (steady[-1] - steady[0]) * 60
     assert per_minute == pytest.approx(600, rel=0.01)
     assert pacer.stats.requests_per_minute == pytest.approx(600, rel=0.02)
 
 
-async def test_a_fresh_pacer_starts_with_a_small_burst_not_a_minute() -> None:
+async def test_a_fresh_pacer_sends_at_the_rate_from_its_first_request() -> None:
     fake = FakeTime()
     pacer = make(fake, rpm=3000)
     start = fake.now
     sends = await run_for(pacer, fake, 1.0)
-    # 3,000/min = 50/s: a 2 s burst (100) plus one second's refill (50), not 3,000.
-    assert len(sends) == pytest.approx(3000 * BURST_SECONDS / 60 + 50, abs=2)
-    assert sends[0][0] == start
+    # 3,000/min = 50/s: no burst into a window other users of the key may have spent.
+    assert len(sends) == pytest.approx(50, abs=1)
+    assert sends[0][0] == pytest.approx(start + 1 / 50)
 
 
 async def test_token_rate_with_mixed_sizes_is_within_one_percent() -> None:
@@ -124,8 +123,8 @@ async def test_token_rate_with_mixed_sizes_is_within_one_percent() -> None:
     sends = await run_for(pacer, fake, 600.0, costs)
     spent = sum(cost for _, cost in sends)
     assert spent == pytest.approx(1_000_000, rel=0.01)
-    # Never more than a minute's budget plus the burst and one request in any minute.
-    assert most_in_any_window(sends, 60.0, tokens=True) <= 100_000 + 100_000 * 2 / 60 + 3000
+    # Never more than a minute's budget and one request in any minute.
+    assert most_in_any_window(sends, 60.0, tokens=True) <= 100_000 + 3000
 
 
 async def test_both_buckets_bind_whichever_is_tighter() -> None:
@@ -140,21 +139,22 @@ async def test_a_request_bigger_than_the_bucket_is_admitted_when_full() -> None:
     pacer = make(fake, tpm=60)  # 1 token/s, bucket of 2
     start = fake.now
     await pacer.acquire(100)  # 50 buckets' worth: must not deadlock
-    assert fake.now == start
+    assert fake.now == start + BURST_SECONDS  # once the bucket is full
+    start = fake.now
     pacer.release()
     await pacer.acquire(1)
     # The debt (100 - 2) is paid back at the rate before anything else goes.
     assert fake.now - start == pytest.approx(99.0, rel=1e-6)
-    assert len(fake.sleeps) == 1, "one exact sleep, no polling"
+    assert fake.sleeps == [BURST_SECONDS, 99.0], "exact sleeps, no polling"
 
 
 async def test_waiters_wake_exactly_when_the_bucket_allows() -> None:
     fake = FakeTime()
-    pacer = make(fake, rpm=60)  # one a second, burst 2
+    pacer = make(fake, rpm=60)  # one a second
+    base = fake.now
     times = [await send(pacer, fake) for _ in range(6)]
-    base = times[0]
-    assert [round(t - base, 9) for t in times] == [0.0, 0.0, 1.0, 2.0, 3.0, 4.0]
-    assert fake.sleeps == pytest.approx([1.0, 1.0, 1.0, 1.0])
+    assert [round(t - base, 9) for t in times] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert fake.sleeps == pytest.approx([1.0] * 6)
 
 
 async def test_fifo_a_big_request_first_in_line_is_not_overtaken() -> None:
@@ -288,7 +288,7 @@ async def test_flags_win_over_learned_limits_and_zero_means_not_enforced() -> No
     pacer.answered(RateLimit(limit_requests=0, remaining_requests=0))
     start = fake.now
     await send(pacer, fake)
-    assert fake.now == start  # still within our own burst
+    assert fake.now - start == pytest.approx(0.6)  # the flag's 100/min, not 5,000/min
     stats = pacer.stats
     assert stats.limit_requests_per_minute == pytest.approx(100)
     assert stats.requests_limit == "flag"
@@ -297,20 +297,20 @@ async def test_flags_win_over_learned_limits_and_zero_means_not_enforced() -> No
 
 async def test_remaining_lowers_the_bucket_but_never_raises_it() -> None:
     fake = FakeTime()
-    pacer = make(fake, rpm=600)  # 10/s, burst 20
+    pacer = make(fake, rpm=600)  # 10/s
     await send(pacer, fake)
     pacer.answered(RateLimit(remaining_requests=1_000_000))  # more than we believe: ignored
     start = fake.now
-    for _ in range(19):
+    for _ in range(20):
         await send(pacer, fake)
-    assert fake.now == start  # the rest of our own burst
-    await send(pacer, fake)
-    assert fake.now == pytest.approx(start + 0.1)
+    assert fake.now == pytest.approx(start + 2.0)  # still our own 10/s
 
     fake2 = FakeTime()
     other = make(fake2, rpm=600)
     await other.acquire(1)
     await other.acquire(1)  # two in flight
+    await asyncio.sleep(0)
+    fake2.now += 5.0  # idle: our own bucket is full again (20 requests)
     other.release()  # one answered, and the provider has 1 request left for the key
     other.answered(RateLimit(remaining_requests=1))
     start = fake2.now

@@ -1,9 +1,11 @@
 """Send at the credential's rate limit, not past it, and recover quickly from a 429.
 
 Two token buckets, one for requests and one for tokens, refill continuously at
-the per-minute rates in force. A bucket holds only `BURST_SECONDS` of its rate,
-and starts full at that: a fresh run sends a short burst, never a minute's worth
-into a provider window that other users of the key may have partly spent. A
+the per-minute rates in force. A bucket holds only `BURST_SECONDS` of its rate
+(slack for a moment when we could not send), and starts empty: a run sends at the
+rate from its first request, so no window of any length sees more than the limit
+and one request, also into a provider window other users of the key have partly
+spent. A
 request costs its estimate up front; one larger than a whole bucket is admitted
 when the bucket is full and leaves it in debt, so big requests neither deadlock
 nor raise the sustained rate, which is the rate in force exactly.
@@ -91,7 +93,7 @@ class _Bucket:
     def __init__(self, per_minute: float | None, source: LimitSource | None) -> None:
         self.per_minute = per_minute
         self.source = source
-        self.level = self.capacity  # a small burst, not a minute's worth
+        self.level = 0.0  # no opening burst: at the rate from the first request
 
     @property
     def known(self) -> bool:
@@ -340,7 +342,7 @@ class Pacer:
                 learned = limit * LEARNED_SHARE
                 if bucket.per_minute is None:
                     bucket.per_minute, bucket.source = learned, "learned"
-                    bucket.level = bucket.capacity
+                    bucket.level = 0.0
                 elif bucket.per_minute != learned:
                     bucket.per_minute = learned
                     bucket.level = min(bucket.level, bucket.capacity)
