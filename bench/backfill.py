@@ -115,7 +115,7 @@ class Plan:
 
 def plan(quick: bool) -> Plan:
     if quick:
-        return Plan(baseline_s=6.0, paced_s=20.0, learned_s=None, skip_s=4.0)
+        return Plan(baseline_s=4.0, paced_s=10.0, learned_s=None, skip_s=3.0)
     return Plan(baseline_s=30.0, paced_s=180.0, learned_s=90.0, skip_s=10.0)
 
 

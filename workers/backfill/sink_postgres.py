@@ -92,6 +92,14 @@ class PostgresSink:
         """
         self._conn = conn = await self._connect()
         try:
+            return await self._open_on(conn)
+        except BaseException:
+            # A refused table must not leave its connection to the garbage collector.
+            await self.close()
+            raise
+
+    async def _open_on(self, conn: asyncpg.Connection) -> set[str]:
+        try:
             oid = await conn.fetchval("SELECT to_regclass($1)::oid", self.qualified)
         except asyncpg.PostgresError as exc:
             raise BackfillError(f"output table {self.table}: {exc}") from exc
