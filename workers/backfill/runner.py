@@ -124,7 +124,6 @@ class _Sent:
     chunk: Chunk
     attempt: int
     deadline: float  # loop time after which the answer is given up and the chunk sent again
-    rate_limits: int = 0
 
 
 def fingerprint_of(settings: BackfillSettings) -> dict[str, str]:
@@ -523,7 +522,6 @@ class _Run:
                     )
                 self.progress.retried()
                 self.journal.settled([rid])
-                sent.rate_limits += 1
                 self._queue(sent.chunk, fresh=False, attempt=sent.attempt)
                 return
             await self._failed(
@@ -609,15 +607,14 @@ class _Run:
         retryable: bool,
         retry_after: float | None,
     ) -> None:
+        self.journal.settled([rid])
         if code in _FATAL and not retryable:
-            self.journal.settled([rid])
             self.fatal = BackfillError(
                 f"the provider refused the backfill ({code}): {message}. Nothing more is sent; "
                 "fix it and run the same command again to continue."
             )
             self.stop.set()
             return
-        self.journal.settled([rid])
         if not retryable and code in _BLAME_THE_TEXT:
             if len(chunk.items) > 1:
                 # One bad text must not sink its neighbours: halve until it is alone.
